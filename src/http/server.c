@@ -101,7 +101,12 @@ static int ch__http_process(ch_http_conn_t *h, char *data, size_t len) {
     if (h->req_start_ms == 0) h->req_start_ms = c->loop->now_ms ? c->loop->now_ms : 1;
     size_t used = 0;
     int r = ch_http_reader_feed(&h->reader, data, len, &used);
-    if (r == CH_AGAIN) return 0;
+    if (r == CH_AGAIN) {
+      /* Headers done, body awaited: tell an Expect: 100-continue client to go on. */
+      if (ch_http_reader_need_continue(&h->reader))
+        ch_conn_send_copy(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+      return 0;
+    }
     if (r < 0) {
       CH_STAT_ADD(&c->loop->stats, protocol_errors, 1);
       ch__http_send_error(c, ch_http_reader_status(&h->reader), ch_http_reader_error(&h->reader));
@@ -119,7 +124,6 @@ static int ch__http_process(ch_http_conn_t *h, char *data, size_t len) {
     h->keep_alive = x->req->keep_alive && !c->loop->stopping;
     h->inflight = x;
 
-    if (x->req->expect_continue) ch_conn_send_copy(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     int m = ch_http_router_match(ch_http_settings.router, x->req->method_name, x->req->path, &x->match);
     const ch_http_route_t *route = m == 0 ? x->match.handler : NULL;
     if (route && route->needs_test_endpoints && !ch_http_settings.test_endpoints) m = CH_ENOTFOUND;
@@ -135,6 +139,8 @@ static int ch__http_process(ch_http_conn_t *h, char *data, size_t len) {
       ch_buf_dispose(&b);
       ch_buf_dispose(&allow);
       ch_buf_dispose(&hdr);
+    } else if (m == CH_ETOOBIG) {
+      ch_http_reply_error(x, 414, "path has too many or too long parameters");
     } else {
       ch_http_reply_error(x, 404, "not found");
     }

@@ -56,7 +56,7 @@ void ch_buf_append(ch_buf_t *b, const void *p, size_t n);
 void ch_buf_append_str(ch_buf_t *b, const char *s);
 void ch_buf_append_byte(ch_buf_t *b, char c);
 void ch_buf_printf(ch_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void ch_buf_vprintf(ch_buf_t *b, const char *fmt, va_list ap);
+void ch_buf_vprintf(ch_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Append s as the inside of a JSON string (no quotes added). */
 void ch_buf_append_json_str(ch_buf_t *b, const char *s, size_t n);
 /* Drop the first n bytes. */

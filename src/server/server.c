@@ -56,6 +56,9 @@ static void ch__server_apply_settings(ch_server_t *s, const ch_config_t *cfg) {
   ch_ws_settings.handshake.origins = (const char *const *)cfg->origins.v;
   ch_ws_settings.handshake.norigins = cfg->origins.n;
   ch_ws_settings.handshake.deflate.enabled = cfg->deflate;
+  /* Server-side context takeover would pin ~256 KiB of zlib state per connection:
+   * compress each message on its own so memory stays flat with many peers. */
+  ch_ws_settings.handshake.deflate.server_no_context_takeover = 1;
   ch_ws_settings.handshake.deflate.server_max_window_bits = 15;
   ch_ws_settings.handshake.deflate.client_max_window_bits = 15;
   ch_ws_settings.handshake.deflate.level = cfg->deflate_level;

@@ -19,11 +19,28 @@ struct ch_topic_s {
 };
 
 typedef struct {
-  atomic_int refs;   /* one per loop it was posted to */
-  ch_chunk_t *frame; /* one reference owned by this message */
+  atomic_int refs;     /* one per loop it was posted to */
+  ch_topic_item_t *it; /* one reference owned by this message */
   size_t nlen;
   char name[];
 } ch_topic_msg_t;
+
+void ch_topic_item_unref(ch_topic_item_t *it) {
+  if (it && atomic_fetch_sub_explicit(&it->refs, 1, memory_order_acq_rel) == 1) it->free_cb(it);
+}
+
+static void ch__topic_frame_free(ch_topic_item_t *it) {
+  ch_chunk_unref(((ch_topic_frame_t *)it)->frame);
+  free(it);
+}
+
+ch_topic_item_t *ch_topic_frame_new(ch_chunk_t *frame) {
+  ch_topic_frame_t *f = ch_xmalloc(sizeof(*f));
+  atomic_init(&f->base.refs, 1);
+  f->base.free_cb = ch__topic_frame_free;
+  f->frame = frame;
+  return &f->base;
+}
 
 static ch_loop_t **ch__topic_loops;
 static int ch__topic_nloops;
@@ -71,7 +88,7 @@ void ch_topic_unsubscribe(ch_loop_t *l, ch_topic_sub_t *s) {
   if (--t->count == 0 && !t->delivering) ch__topic_free(l, t);
 }
 
-size_t ch_topic_deliver_local(ch_loop_t *l, const char *name, size_t nlen, ch_chunk_t *frame) {
+size_t ch_topic_deliver_local(ch_loop_t *l, const char *name, size_t nlen, ch_topic_item_t *item) {
   if (l->topics == NULL) return 0;
   ch_topic_t *t = ch_map_get(l->topics, name, nlen);
   if (t == NULL) return 0;
@@ -81,8 +98,7 @@ size_t ch_topic_deliver_local(ch_loop_t *l, const char *name, size_t nlen, ch_ch
   t->delivering = 1;
   ch_list_foreach_safe(it, tmp, &t->subs) {
     ch_topic_sub_t *s = CH_LIST_DATA(it, ch_topic_sub_t, node);
-    if (s->deliver) s->deliver(s, frame);
-    else ch_conn_send(s->c, ch_chunk_ref(frame));
+    s->deliver(s, item);
     n++;
   }
   t->delivering = 0;
@@ -94,25 +110,25 @@ size_t ch_topic_deliver_local(ch_loop_t *l, const char *name, size_t nlen, ch_ch
 
 static void ch__topic_msg_unref(ch_topic_msg_t *msg) {
   if (atomic_fetch_sub_explicit(&msg->refs, 1, memory_order_acq_rel) == 1) {
-    ch_chunk_unref(msg->frame);
+    ch_topic_item_unref(msg->it);
     free(msg);
   }
 }
 
 static void ch__topic_task(ch_loop_t *l, void *arg) {
   ch_topic_msg_t *msg = arg;
-  if (!l->stopping) ch_topic_deliver_local(l, msg->name, msg->nlen, msg->frame);
+  if (!l->stopping) ch_topic_deliver_local(l, msg->name, msg->nlen, msg->it);
   ch__topic_msg_unref(msg);
 }
 
-void ch_topic_publish(const char *name, size_t nlen, ch_chunk_t *frame) {
+void ch_topic_publish(const char *name, size_t nlen, ch_topic_item_t *it) {
   if (ch__topic_nloops == 0) {
-    ch_chunk_unref(frame);
+    ch_topic_item_unref(it);
     return;
   }
   ch_topic_msg_t *msg = ch_xmalloc(sizeof(*msg) + nlen);
   atomic_init(&msg->refs, ch__topic_nloops);
-  msg->frame = frame;
+  msg->it = it;
   msg->nlen = nlen;
   memcpy(msg->name, name, nlen);
   for (int i = 0; i < ch__topic_nloops; i++) ch_loop_post(ch__topic_loops[i], ch__topic_task, msg);

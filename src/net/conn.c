@@ -155,8 +155,36 @@ int ch_conn_send_copy(ch_conn_t *c, const void *p, size_t len) {
 }
 
 static void ch__conn_write_cb(uv_write_t *req, int status);
-
+static void ch__conn_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void ch__conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void ch__conn_maybe_resume_reading(ch_conn_t *c);
+
+static void ch__conn_shutdown_cb(uv_shutdown_t *req, int status) { free(req); }
+
+/* Everything is written and the connection should end. Closing now while the
+ * peer is still sending would make the kernel answer with a reset, and a peer
+ * that gets a reset may drop our last words (a close frame, an error
+ * response) unread. So half-close our side and keep reading, discarding,
+ * until the peer closes too or the deadline passes (RFC 9112 9.6). */
+static void ch__conn_linger(ch_conn_t *c) {
+  if (c->lingering) return;
+  if (c->tls || c->in_read) {
+    if (!c->in_read) ch_conn_close(c);
+    else ch__conn_mark_pending(c); /* retried at the flush, after the read callback */
+    return;
+  }
+  c->lingering = 1;
+  uv_shutdown_t *req = ch_xmalloc(sizeof(*req));
+  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, ch__conn_shutdown_cb) != 0) {
+    free(req);
+    ch_conn_close(c);
+    return;
+  }
+  uint64_t linger_deadline = c->loop->now_ms + 2000;
+  if (!c->close_deadline_ms || c->close_deadline_ms > linger_deadline) c->close_deadline_ms = linger_deadline;
+  c->reading_paused = 0;
+  uv_read_start((uv_stream_t *)&c->tcp, ch__conn_alloc_cb, ch__conn_read_cb);
+}
 
 void ch__conn_flush(ch_conn_t *c) {
   if (c->writing || uv_is_closing((uv_handle_t *)&c->tcp)) return;
@@ -208,7 +236,7 @@ void ch__conn_flush(ch_conn_t *c) {
     return;
   }
   ch__conn_maybe_resume_reading(c);
-  if (c->close_after_flush) ch_conn_close(c);
+  if (c->close_after_flush) ch__conn_linger(c);
 }
 
 static void ch__conn_write_cb(uv_write_t *req, int status) {
@@ -235,6 +263,7 @@ static void ch__conn_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static int ch__conn_plain_cb(void *ud, char *data, size_t len) {
   ch_conn_t *c = ud;
   if (c->closing && !c->close_after_flush) return CH_ECLOSED;
+  if (c->proto == NULL) return 0; /* detached (refused upgrade) and closing: drop */
   return c->proto->on_read(c, data, len);
 }
 
@@ -244,8 +273,6 @@ static void ch__conn_pause_reading(ch_conn_t *c) {
     uv_read_stop((uv_stream_t *)&c->tcp);
   }
 }
-
-static void ch__conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void ch__conn_maybe_resume_reading(ch_conn_t *c) {
   if (c->reading_paused && !c->closing && c->qbytes <= ch_conn_limits.pause_reading / 2) {
@@ -262,6 +289,7 @@ static void ch__conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     return;
   }
   CH_STAT_ADD(&c->loop->stats, bytes_in, (uint64_t)nread);
+  if (c->close_after_flush && !c->tls) return; /* ending: input is read only to be discarded */
   int r;
   c->in_read = 1;
   if (c->tls) {
@@ -277,7 +305,7 @@ static void ch__conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
       r = 0;
     }
   } else {
-    r = c->closing ? 0 : c->proto->on_read(c, buf->base, (size_t)nread);
+    r = c->closing || c->proto == NULL ? 0 : c->proto->on_read(c, buf->base, (size_t)nread);
   }
   c->in_read = 0;
   if (r < 0 || c->close_pending) {
@@ -346,13 +374,10 @@ void ch_conn_close_after_flush(ch_conn_t *c, uint64_t deadline_ms) {
   if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
   c->close_after_flush = 1;
   c->close_deadline_ms = c->loop->now_ms + deadline_ms;
-  uv_read_stop((uv_stream_t *)&c->tcp);
-  if (c->qcount == 0 && !c->writing && !(c->tls && ch_tls_has_output(c->tls))) {
-    if (!c->in_read) ch_conn_close(c);
-    else ch__conn_mark_pending(c); /* closes at the flush, after the read callback */
-  } else {
-    ch__conn_mark_pending(c);
-  }
+  if (c->tls) uv_read_stop((uv_stream_t *)&c->tcp);
+  /* Plain TCP keeps reading (and discarding): see ch__conn_linger. The flush
+   * at the end of this turn ends the connection once the queue is empty. */
+  ch__conn_mark_pending(c);
 }
 
 void ch_conn_set_proto(ch_conn_t *c, const ch_conn_proto_t *proto, void *state) {

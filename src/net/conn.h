@@ -85,6 +85,7 @@ struct ch_conn_s {
   unsigned reading_paused : 1;   /* read stopped for backpressure */
   unsigned in_read : 1;          /* inside on_read */
   unsigned close_pending : 1;    /* ch_conn_close called inside on_read: close after it */
+  unsigned lingering : 1;        /* write side shut down; draining input until EOF or deadline */
   char peer[64];                 /* "ip:port" for logs */
 };
 

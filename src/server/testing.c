@@ -9,6 +9,8 @@
  *   /bench/pub?channel=C WebSocket whose every message — or POST whose body — is
  *                        broadcast verbatim to C through the topic primitive:
  *                        encoded once into one frame, shared by every subscriber.
+ *                        A POST body goes out as text, or as binary if it is
+ *                        not valid UTF-8. A plain GET on either answers 426.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +22,18 @@
 #include "server/server.h"
 #include "sse/stream.h"
 #include "ws/session.h"
+#include "ws/utf8.h"
 
 #define CH__TOPIC_PREFIX "bench:"
+
+/* A WebSocket opening handshake was attempted: a complete one (Upgrade plus
+ * Connection: upgrade) or a broken one that still names WebSocket. The broken
+ * ones go to ch_ws_accept too, which refuses them with 400 (RFC 6455 4.2.1)
+ * instead of serving them as plain GETs. */
+static int ch__wants_ws(ch_http_ctx_t *x) {
+  return x->req->upgrade || ch_http_req_header(x->req, "upgrade") != NULL ||
+         ch_http_req_header(x->req, "sec-websocket-key") != NULL;
+}
 
 /* ---- /echo ---------------------------------------------------------------- */
 
@@ -71,7 +83,7 @@ static uint64_t ch__query_u64(ch_http_req_t *req, const char *key, uint64_t def,
 }
 
 static void ch__echo(ch_http_ctx_t *x) {
-  if (x->req->upgrade) {
+  if (ch__wants_ws(x)) {
     ch_ws_accept(x, &ch__echo_ws, NULL);
     return;
   }
@@ -99,15 +111,14 @@ typedef struct {
   ch_buf_t topic; /* "bench:<channel>" */
 } ch__bench_conn_t;
 
-static void ch__bench_deliver(ch_topic_sub_t *s, ch_chunk_t *frame) {
+static void ch__bench_deliver(ch_topic_sub_t *s, ch_topic_item_t *it) {
   ch__bench_conn_t *b = CH_LIST_DATA(s, ch__bench_conn_t, sub);
-  ch_ws_send_frame(b->ws, frame);
+  ch_ws_send_frame(b->ws, ((ch_topic_frame_t *)it)->frame);
 }
 
 static void ch__bench_sub_open(ch_ws_t *ws) {
   ch__bench_conn_t *b = ws->udata;
   b->ws = ws;
-  b->sub.c = ws->c;
   b->sub.deliver = ch__bench_deliver;
   ch_topic_subscribe(ws->c->loop, b->topic.base, b->topic.len, &b->sub);
 }
@@ -126,7 +137,7 @@ static void ch__bench_publish(const ch_buf_t *topic, int opcode, const char *dat
   ch_chunk_t *frame = ch_chunk_new(hl + len);
   memcpy(frame->data, hdr, hl);
   if (len) memcpy(frame->data + hl, data, len);
-  ch_topic_publish(topic->base, topic->len, frame);
+  ch_topic_publish(topic->base, topic->len, ch_topic_frame_new(frame));
 }
 
 static void ch__bench_pub_message(ch_ws_t *ws, int opcode, const char *data, size_t len) {
@@ -158,9 +169,12 @@ static int ch__bench_topic(ch_http_ctx_t *x, ch_buf_t *topic) {
 static void ch__bench_ws(ch_http_ctx_t *x, const ch_ws_handler_t *h) {
   ch_buf_t topic;
   if (ch__bench_topic(x, &topic) != 0) return;
-  if (!x->req->upgrade) {
+  if (!ch__wants_ws(x)) {
     ch_buf_dispose(&topic);
-    ch_http_reply_error(x, 426, "WebSocket upgrade required");
+    /* RFC 7231 6.5.15: a 426 names the protocol to upgrade to. */
+    static const char body[] = "{\"success\":false,\"error\":\"WebSocket upgrade required\"}";
+    ch_http_reply(x, 426, "application/json", body, sizeof(body) - 1,
+                  "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
     return;
   }
   ch__bench_conn_t *b = ch_xcalloc(1, sizeof(*b));
@@ -178,7 +192,10 @@ static void ch__bench_pub(ch_http_ctx_t *x) {
   }
   ch_buf_t topic;
   if (ch__bench_topic(x, &topic) != 0) return;
-  ch__bench_publish(&topic, CH_WS_OP_TEXT, x->req->body.base ? x->req->body.base : "", x->req->body.len);
+  const char *data = x->req->body.base ? x->req->body.base : "";
+  /* A body that is not UTF-8 cannot be a text frame (RFC 6455 5.6): send it as binary. */
+  int opcode = ch_utf8_valid((const uint8_t *)data, x->req->body.len) ? CH_WS_OP_TEXT : CH_WS_OP_BINARY;
+  ch__bench_publish(&topic, opcode, data, x->req->body.len);
   ch_buf_dispose(&topic);
   static const char body[] = "{\"success\":true}";
   ch_http_reply_json(x, 202, body, sizeof(body) - 1);

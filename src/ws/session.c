@@ -211,8 +211,12 @@ static int ch__ws_control_cb(void *ud, int opcode, const uint8_t *data, size_t l
       /* Our close was answered: the handshake is complete. */
       ch_conn_close(ws->c);
     } else {
-      /* Echo the peer's code (RFC 6455 5.5.1); 1005 is never sent on the wire. */
-      ch_ws_close(ws, code == CH_WS_CLOSE_NO_STATUS ? 0 : code, NULL);
+      /* Echo the peer's code and reason (RFC 6455 5.5.1); 1005 is never sent on the wire. */
+      char reason[CH_WS_MAX_CONTROL];
+      size_t rlen = len > 2 ? len - 2 : 0;
+      if (rlen) memcpy(reason, data + 2, rlen);
+      reason[rlen] = '\0';
+      ch_ws_close(ws, code == CH_WS_CLOSE_NO_STATUS ? 0 : code, rlen ? reason : NULL);
       ch_conn_close_after_flush(ws->c, ch_ws_settings.close_timeout_ms);
     }
     return CH_ECLOSED;

@@ -55,6 +55,7 @@ struct ch_loop_s {
   ch_loop_accept_cb on_accept;
   void *owner;             /* the server; not owned */
   void *topics;            /* per-loop topic table (hub/topic.c); owned by it */
+  void *clients;           /* per-loop client registry (hub/client.c); owned by it */
   ch_loop_stats_t stats;
 };
 

@@ -4,6 +4,7 @@
 #include "server/server.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,10 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "hub/client.h"
+#include "hub/hub.h"
 #include "hub/topic.h"
+#include "proto/proto.h"
 #include "http/server.h"
 #include "net/conn.h"
 #include "net/tls.h"
@@ -19,6 +23,26 @@
 #include "ws/session.h"
 
 static atomic_int ch__loops_running;
+
+/* Jupyter-style first start: print an admin credential once, to stdout (not
+ * to the log: logs are shipped; this is the operator's terminal). */
+static void ch__server_first_start(const ch_config_t *cfg) {
+  char *tok = NULL;
+  if (ch_auth_token_mint(&ch_proto_settings.secret, "admin", "console", CH_SCOPE_ALL, 30 * 86400,
+                         ch_clock_wall_ms(), &tok) != 0)
+    return;
+  int v6 = strchr(cfg->listen_host, ':') != NULL;
+  char host[300];
+  snprintf(host, sizeof(host), "%s%s%s:%u", v6 ? "[" : "", cfg->listen_host, v6 ? "]" : "", cfg->listen_port);
+  const char *tls = cfg->tls_cert[0] ? "s" : "";
+  printf("\nchorus: first start — created %s/secret.key\n"
+         "  admin token (30 days; mint more with `chorus token`):\n    %s\n"
+         "  status:    curl -H 'Authorization: Bearer %s' http%s://%s/api/status\n"
+         "  websocket: ws%s://%s/ws?source=web&token=%s\n\n",
+         cfg->data_dir, tok, tok, tls, host, tls, host, tok);
+  fflush(stdout);
+  free(tok);
+}
 
 uint64_t ch_server_stat_total(const ch_server_t *s, size_t offset) {
   uint64_t sum = 0;
@@ -174,9 +198,38 @@ int ch_server_run(const ch_config_t *cfg) {
     }
   }
 
+  /* Credentials: the signing secret lives in the data directory. */
+  ch_buf_t err = CH_BUF_INIT;
+  int created = 0;
+  if (ch_auth_secret_load(cfg->data_dir, 1, &ch_proto_settings.secret, &created, &err) != 0) {
+    ch_log_error("%s", ch_buf_cstr(&err));
+    ch_buf_dispose(&err);
+    return 1;
+  }
+  ch_proto_settings.auth_flags = cfg->insecure_dev ? CH_AUTH_INSECURE_DEV : 0;
+  if (cfg->insecure_dev)
+    ch_log_warn("INSECURE DEV MODE: literal userId:deviceId tokens are accepted as credentials; "
+                "never expose this hub beyond your machine");
+  ch_store_t *store = NULL;
+  if (ch_store_open(cfg->data_dir, &store, &err) != 0) {
+    ch_log_error("store: %s", ch_buf_cstr(&err));
+    ch_buf_dispose(&err);
+    return 1;
+  }
+  ch_buf_dispose(&err);
+  static ch_hub_t hub;
+  if (ch_hub_start(&hub, store) != 0) {
+    ch_log_error("cannot start the hub thread");
+    ch_store_close(store);
+    return 1;
+  }
+  ch_hub = &hub;
+  if (created) ch__server_first_start(cfg);
+
   s->router = ch_http_router_new();
   ch_server_routes_ops(s->router);
   ch_server_routes_test(s->router);
+  ch_proto_routes_native(s->router);
   ch__server_apply_settings(s, cfg);
 
   int n = cfg->threads > 0 ? cfg->threads : (int)uv_available_parallelism();
@@ -220,6 +273,9 @@ int ch_server_run(const ch_config_t *cfg) {
               cfg->test_endpoints ? " with test endpoints" : "");
 
   uv_run(&s->main_loop, UV_RUN_DEFAULT);
+  /* Every loop has drained. The hub finishes what was submitted (its answers
+   * wait in the loops' inboxes), then the loops release those answers. */
+  ch_hub_stop(ch_hub);
   for (int i = 0; i < n; i++) ch_loop_join(s->loops[i]);
   ch_log_info("shutdown complete");
   rc = 0;
@@ -241,9 +297,19 @@ Exit:
     free(s->loops[i]->rbuf);
   }
 Free:
-  for (int i = 0; i < n; i++) free(s->loops[i]);
+  if (ch_hub && ch_hub->store) ch_hub_stop(ch_hub);
+  ch_hub = NULL;
+  for (int i = 0; i < n; i++) {
+    ch_map_t *reg = s->loops[i]->clients;
+    if (reg) {
+      ch_map_dispose(reg);
+      free(reg);
+    }
+    free(s->loops[i]);
+  }
   free(s->loops);
   ch_http_router_free(s->router);
   ch_tls_teardown();
+  ch_auth_secret_dispose(&ch_proto_settings.secret);
   return rc;
 }

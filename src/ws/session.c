@@ -239,6 +239,10 @@ static int ch__ws_on_read(ch_conn_t *c, char *data, size_t len) {
 static void ch__ws_on_sweep(ch_conn_t *c, uint64_t now) {
   ch_ws_t *ws = c->proto_state;
   if (ws->close_sent) return;
+  if (ws->h->on_sweep) {
+    ws->h->on_sweep(ws, now);
+    if (ws->close_sent || c->closing) return;
+  }
   uint64_t silent = now - ws->last_rx_ms;
   if (silent >= ch_ws_settings.pong_timeout_ms) {
     ch_log_debug("ws conn %llu (%s): no answer for %llu ms, dropping", (unsigned long long)c->id,

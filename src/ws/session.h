@@ -40,6 +40,8 @@ typedef struct ch_ws_handler_s {
   void (*on_message)(ch_ws_t *ws, int opcode, const char *data, size_t len);
   /* The connection is going away (any reason). Free udata here. */
   void (*on_close)(ch_ws_t *ws);
+  /* Once a second while open (optional): the handler's own deadlines. */
+  void (*on_sweep)(ch_ws_t *ws, uint64_t now_ms);
   const char *const *protocols; /* subprotocols offered by this endpoint, or NULL */
   size_t nprotocols;
 } ch_ws_handler_t;

@@ -1,0 +1,574 @@
+/*
+ * client.c — loop-side client sessions and their hub requests (see client.h).
+ */
+#include "hub/client.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/map.h"
+#include "hub/presence.h"
+
+ch_client_settings_t ch_client_settings = {10000, 1000};
+
+/* ---- registry ---------------------------------------------------------- */
+
+static ch_map_t *ch__registry(ch_loop_t *l) {
+  if (l->clients == NULL) {
+    ch_map_t *m = ch_xmalloc(sizeof(*m));
+    ch_map_init(m);
+    l->clients = m;
+  }
+  return l->clients;
+}
+
+ch_client_t *ch_client_find(ch_loop_t *l, uint64_t id) {
+  if (l->clients == NULL) return NULL;
+  return ch_map_get(l->clients, (const char *)&id, sizeof(id));
+}
+
+void ch_client_init(ch_client_t *cl, ch_conn_t *c, const ch_client_ops_t *ops, void *transport) {
+  memset(cl, 0, sizeof(*cl));
+  cl->id = c->id;
+  cl->loop = c->loop;
+  cl->c = c;
+  cl->ops = ops;
+  cl->transport = transport;
+  ch_list_init(&cl->subs);
+  ch_map_put(ch__registry(c->loop), (const char *)&cl->id, sizeof(cl->id), cl);
+}
+
+/* ---- JSON helpers ------------------------------------------------------ */
+
+static void ch__json_str(ch_buf_t *b, const char *s) {
+  ch_buf_append_byte(b, '"');
+  ch_buf_append_json_str(b, s, strlen(s));
+  ch_buf_append_byte(b, '"');
+}
+
+void ch_client_error(ch_client_t *cl, const char *req_id, const char *code, const char *msg) {
+  ch_buf_t b = CH_BUF_INIT;
+  ch_buf_append_str(&b, "{\"type\":\"error\"");
+  if (req_id) {
+    ch_buf_append_str(&b, ",\"id\":");
+    ch__json_str(&b, req_id);
+  }
+  ch_buf_append_str(&b, ",\"code\":");
+  ch__json_str(&b, code);
+  ch_buf_append_str(&b, ",\"error\":");
+  ch__json_str(&b, msg);
+  ch_buf_append_byte(&b, '}');
+  cl->ops->send_json(cl, b.base, b.len);
+  ch_buf_dispose(&b);
+}
+
+static int ch__may_access(const ch_conv_t *cv, const char *user, unsigned scopes) {
+  if (scopes & CH_SCOPE_ADMIN) return 1;
+  if (cv->owner && strcmp(cv->owner, user) == 0) return 1;
+  for (size_t i = 0; i < cv->nmembers; i++)
+    if (strcmp(cv->members[i], user) == 0) return 1;
+  return 0;
+}
+
+/* ---- subscriptions ----------------------------------------------------- */
+
+static void ch__csub_push(ch_csub_t *s, ch_bcast_t *b) {
+  if (s->nbuf == s->capbuf) {
+    s->capbuf = s->capbuf ? s->capbuf * 2 : 8;
+    s->buf = ch_xrealloc(s->buf, s->capbuf * sizeof(*s->buf));
+  }
+  ch_topic_item_ref(&b->base);
+  s->buf[s->nbuf++] = b;
+}
+
+static void ch__csub_deliver_one(ch_csub_t *s, ch_bcast_t *b) {
+  if (b->exclude_client == s->client->id) return;
+  if (b->seq) {
+    if (b->seq <= s->last_seq) return; /* already delivered (catch-up and live overlap) */
+    s->last_seq = b->seq;
+  }
+  s->client->ops->deliver(s->client, s, b);
+}
+
+static void ch__csub_deliver(ch_topic_sub_t *ts, ch_topic_item_t *it) {
+  ch_csub_t *s = CH_LIST_DATA(ts, ch_csub_t, tsub);
+  ch_bcast_t *b = (ch_bcast_t *)it;
+  if (s->state == CH_CSUB_PENDING) ch__csub_push(s, b);
+  else ch__csub_deliver_one(s, b);
+}
+
+static void ch__csub_free(ch_csub_t *s) {
+  if (s->tsub.topic) ch_topic_unsubscribe(s->client->loop, &s->tsub);
+  ch_list_remove(&s->node);
+  for (size_t i = 0; i < s->nbuf; i++) ch_bcast_unref(s->buf[i]);
+  free(s->buf);
+  free(s->conv_id);
+  free(s);
+}
+
+ch_csub_t *ch_client_sub(ch_client_t *cl, const char *conv) {
+  ch_list_t *it;
+  ch_list_foreach(it, &cl->subs) {
+    ch_csub_t *s = CH_LIST_DATA(it, ch_csub_t, node);
+    if (strcmp(s->conv_id, conv) == 0) return s;
+  }
+  return NULL;
+}
+
+/* ---- join ---------------------------------------------------------------- */
+
+typedef struct {
+  ch_hub_req_t base;
+  uint64_t client_id;
+  char *conv, *epoch_in, *req_id;
+  int has_since;
+  uint64_t since;
+  size_t limit;
+  ch_presence_entry_t me;
+  unsigned scopes;
+  /* out */
+  uint64_t last_seq;
+  ch_buf_t sync;   /* the sync JSON document */
+  const char *code;
+} ch__join_req_t;
+
+static void ch__join_free(ch_hub_req_t *r) {
+  ch__join_req_t *j = (ch__join_req_t *)r;
+  free(j->conv);
+  free(j->epoch_in);
+  free(j->req_id);
+  ch_buf_dispose(&j->sync);
+  free(j);
+}
+
+/* The native JSON of a stored event (also used by REST and exports). */
+static void ch__event_json(ch_buf_t *b, const ch_event_t *ev) {
+  /* The stored body is the message object; put seq first inside it. */
+  const char *body = ev->body && ev->body[0] == '{' ? ev->body : "{}";
+  ch_buf_printf(b, "{\"seq\":%llu", (unsigned long long)ev->seq);
+  const char *rest = body + 1;
+  while (*rest == ' ') rest++;
+  if (*rest != '}') ch_buf_append_byte(b, ',');
+  ch_buf_append_str(b, rest);
+}
+
+static void ch__publish_presence(ch_hub_t *h, const char *conv, const ch_presence_entry_t *e, int connected,
+                                 uint64_t exclude) {
+  ch_buf_t b = CH_BUF_INIT;
+  char ts[CH_ISO8601_LEN + 1];
+  ch_clock_iso8601(ch_clock_wall_ms(), ts);
+  ch_buf_append_str(&b, "{\"type\":\"presence\",\"conversationId\":");
+  ch__json_str(&b, conv);
+  ch_buf_printf(&b, ",\"clientId\":\"%llu\",\"userId\":", (unsigned long long)e->client_id);
+  ch__json_str(&b, e->user_id);
+  ch_buf_append_str(&b, ",\"deviceId\":");
+  ch__json_str(&b, e->device_id);
+  ch_buf_append_str(&b, ",\"source\":");
+  ch__json_str(&b, e->source);
+  ch_buf_printf(&b, ",\"connected\":%s,\"timestamp\":\"%s\"}", connected ? "true" : "false", ts);
+  ch_bcast_t *bc = ch_bcast_new("presence", "chat", conv, 0, ch_buf_to_chunk(&b));
+  bc->exclude_client = exclude;
+  ch_buf_dispose(&b);
+  char topic[140];
+  snprintf(topic, sizeof(topic), "c:%s", conv);
+  ch_hub_publish(h, topic, bc);
+}
+
+static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
+  ch__join_req_t *j = (ch__join_req_t *)r;
+  ch_store_t *st = h->store;
+  char key[140];
+  snprintf(key, sizeof(key), "c:%s", j->conv);
+  ch_conv_t cv;
+  memset(&cv, 0, sizeof(cv));
+  int rc = st->ops->conv_get(st, j->conv, &cv);
+  int exists = rc == 0;
+  if (rc != 0 && rc != CH_ENOTFOUND) {
+    r->status = rc;
+    j->code = "store_error";
+    ch_buf_append_str(&r->err, "could not read the conversation");
+    return;
+  }
+  if (exists && !ch__may_access(&cv, j->me.user_id, j->scopes)) {
+    r->status = CH_EPERM;
+    j->code = "forbidden";
+    ch_buf_append_str(&r->err, "not a member of this conversation");
+    goto Exit;
+  }
+  if (!exists) {
+    const char *claim = ch_presence_claim(h, key);
+    if (claim && strcmp(claim, j->me.user_id) != 0 && !(j->scopes & CH_SCOPE_ADMIN)) {
+      r->status = CH_EPERM;
+      j->code = "forbidden";
+      ch_buf_append_str(&r->err, "conversation id in use by another user");
+      goto Exit;
+    }
+  }
+  int reset = 0;
+  ch_event_t *evs = NULL;
+  size_t n = 0;
+  if (exists) {
+    uint64_t after = 0;
+    int tail = 0;
+    size_t limit = j->limit ? j->limit : ch_client_settings.sync_cap;
+    if (limit > ch_client_settings.sync_cap) limit = ch_client_settings.sync_cap;
+    if (j->has_since && (j->epoch_in == NULL || (cv.epoch && strcmp(cv.epoch, j->epoch_in) == 0))) {
+      after = j->since;
+      if (after > cv.last_seq) reset = 1; /* the client is ahead of us: history was lost */
+    } else {
+      reset = j->has_since; /* a seq from another epoch means nothing here */
+      tail = 1;
+    }
+    if (reset) {
+      after = 0;
+      tail = 1;
+    }
+    rc = st->ops->events(st, j->conv, after, limit, tail, &evs, &n);
+    if (rc != 0) {
+      r->status = rc;
+      j->code = "store_error";
+      ch_buf_append_str(&r->err, "could not read the history");
+      goto Exit;
+    }
+    j->last_seq = cv.last_seq;
+  }
+  int first = ch_presence_add(h, key, &j->me);
+  (void)first;
+  if (!exists && ch_presence_claim(h, key) == NULL) ch_presence_set_claim(h, key, j->me.user_id);
+  ch__publish_presence(h, j->conv, &j->me, 1, j->me.client_id);
+
+  ch_buf_t *b = &j->sync;
+  ch_buf_append_str(b, "{\"type\":\"sync\"");
+  if (j->req_id) {
+    ch_buf_append_str(b, ",\"id\":");
+    ch__json_str(b, j->req_id);
+  }
+  ch_buf_append_str(b, ",\"conversationId\":");
+  ch__json_str(b, j->conv);
+  ch_buf_append_str(b, ",\"data\":[");
+  for (size_t i = 0; i < n; i++) {
+    if (i) ch_buf_append_byte(b, ',');
+    ch__event_json(b, &evs[i]);
+  }
+  ch_buf_printf(b, "],\"lastSeq\":%llu", (unsigned long long)j->last_seq);
+  if (exists && cv.epoch) {
+    ch_buf_append_str(b, ",\"epoch\":");
+    ch__json_str(b, cv.epoch);
+  }
+  if (j->has_since && !reset) ch_buf_printf(b, ",\"since\":%llu", (unsigned long long)j->since);
+  if (reset) ch_buf_append_str(b, ",\"reset\":true");
+  if (n > 0 && evs[0].seq > (j->has_since && !reset ? j->since : 0) + 1) ch_buf_append_str(b, ",\"truncated\":true");
+  ch_buf_append_str(b, ",\"presence\":");
+  ch_presence_json(h, key, b);
+  ch_buf_append_byte(b, '}');
+  ch_store_events_free(evs, n);
+Exit:
+  ch_conv_dispose(&cv);
+}
+
+static void ch__join_done(ch_hub_req_t *r) {
+  ch__join_req_t *j = (ch__join_req_t *)r;
+  ch_client_t *cl = ch_client_find(r->loop, j->client_id);
+  if (cl == NULL) return;
+  ch_csub_t *s = ch_client_sub(cl, j->conv);
+  if (s == NULL) return; /* left meanwhile */
+  if (r->status != 0) {
+    ch_client_error(cl, j->req_id, j->code ? j->code : "error", ch_buf_cstr(&r->err));
+    ch__csub_free(s);
+    return;
+  }
+  s->last_seq = j->last_seq;
+  cl->ops->joined(cl, s, j->req_id, j->sync.base, j->sync.len);
+  s->state = CH_CSUB_LIVE;
+  for (size_t i = 0; i < s->nbuf; i++) {
+    ch__csub_deliver_one(s, s->buf[i]);
+    ch_bcast_unref(s->buf[i]);
+  }
+  free(s->buf);
+  s->buf = NULL;
+  s->nbuf = s->capbuf = 0;
+}
+
+static void ch__fill_entry(ch_client_t *cl, ch_presence_entry_t *e) {
+  memset(e, 0, sizeof(*e));
+  e->client_id = cl->id;
+  snprintf(e->user_id, sizeof(e->user_id), "%s", cl->user_id);
+  snprintf(e->device_id, sizeof(e->device_id), "%s", cl->device_id);
+  snprintf(e->source, sizeof(e->source), "%s", cl->source);
+}
+
+void ch_client_join(ch_client_t *cl, const char *conv, int has_since, uint64_t since, size_t limit,
+                    const char *epoch, const char *req_id) {
+  ch_csub_t *s = ch_client_sub(cl, conv);
+  if (s) ch__csub_free(s); /* a re-join restarts the catch-up from the new point */
+  s = ch_xcalloc(1, sizeof(*s));
+  s->client = cl;
+  s->conv_id = ch_xstrdup(conv);
+  snprintf(s->topic, sizeof(s->topic), "c:%s", conv);
+  s->tsub.deliver = ch__csub_deliver;
+  ch_list_init(&s->tsub.node);
+  ch_list_insert_tail(&cl->subs, &s->node);
+  ch_topic_subscribe(cl->loop, s->topic, strlen(s->topic), &s->tsub);
+
+  ch__join_req_t *j = ch_xcalloc(1, sizeof(*j));
+  j->base.run = ch__join_run;
+  j->base.done = ch__join_done;
+  j->base.free_cb = ch__join_free;
+  j->base.loop = cl->loop;
+  j->client_id = cl->id;
+  j->conv = ch_xstrdup(conv);
+  j->epoch_in = epoch ? ch_xstrdup(epoch) : NULL;
+  j->req_id = req_id ? ch_xstrdup(req_id) : NULL;
+  j->has_since = has_since;
+  j->since = since;
+  j->limit = limit;
+  j->scopes = cl->scopes;
+  ch__fill_entry(cl, &j->me);
+  ch_hub_submit(ch_hub, &j->base);
+}
+
+/* ---- leave / gone -------------------------------------------------------- */
+
+typedef struct {
+  ch_hub_req_t base;
+  ch_presence_entry_t me;
+  size_t nconvs;
+  char **convs; /* owned */
+} ch__leave_req_t;
+
+static void ch__leave_free(ch_hub_req_t *r) {
+  ch__leave_req_t *q = (ch__leave_req_t *)r;
+  for (size_t i = 0; i < q->nconvs; i++) free(q->convs[i]);
+  free(q->convs);
+  free(q);
+}
+
+static void ch__leave_run(ch_hub_t *h, ch_hub_req_t *r) {
+  ch__leave_req_t *q = (ch__leave_req_t *)r;
+  for (size_t i = 0; i < q->nconvs; i++) {
+    char key[140];
+    snprintf(key, sizeof(key), "c:%s", q->convs[i]);
+    ch_presence_entry_t e;
+    int found;
+    ch_presence_remove(h, key, q->me.client_id, &e, &found);
+    if (found) ch__publish_presence(h, q->convs[i], &e, 0, q->me.client_id);
+  }
+}
+
+static void ch__submit_leave(ch_client_t *cl, char **convs, size_t n) {
+  ch__leave_req_t *q = ch_xcalloc(1, sizeof(*q));
+  q->base.run = ch__leave_run;
+  q->base.free_cb = ch__leave_free;
+  q->base.loop = NULL; /* nothing to answer */
+  ch__fill_entry(cl, &q->me);
+  q->convs = convs;
+  q->nconvs = n;
+  ch_hub_submit(ch_hub, &q->base);
+}
+
+void ch_client_leave(ch_client_t *cl, const char *conv) {
+  ch_csub_t *s = ch_client_sub(cl, conv);
+  if (s == NULL) return;
+  ch__csub_free(s);
+  char **convs = ch_xmalloc(sizeof(*convs));
+  convs[0] = ch_xstrdup(conv);
+  ch__submit_leave(cl, convs, 1);
+}
+
+void ch_client_dispose(ch_client_t *cl) {
+  size_t n = 0;
+  ch_list_t *it;
+  ch_list_foreach(it, &cl->subs) n++;
+  char **convs = n ? ch_xmalloc(n * sizeof(*convs)) : NULL;
+  size_t i = 0;
+  while (!ch_list_empty(&cl->subs)) {
+    ch_csub_t *s = CH_LIST_DATA(cl->subs.next, ch_csub_t, node);
+    convs[i++] = ch_xstrdup(s->conv_id);
+    ch__csub_free(s);
+  }
+  if (n && ch_hub) ch__submit_leave(cl, convs, n);
+  else free(convs);
+  if (cl->loop->clients) ch_map_del(cl->loop->clients, (const char *)&cl->id, sizeof(cl->id));
+}
+
+/* ---- send ---------------------------------------------------------------- */
+
+typedef struct {
+  ch_hub_req_t base;
+  uint64_t client_id;
+  unsigned scopes;
+  char *req_id;
+  ch_event_t ev;      /* owned strings */
+  const char *code;
+} ch__send_req_t;
+
+static void ch__send_free(ch_hub_req_t *r) {
+  ch__send_req_t *q = (ch__send_req_t *)r;
+  ch_event_dispose(&q->ev);
+  free(q->req_id);
+  free(q);
+}
+
+static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
+  ch__send_req_t *q = (ch__send_req_t *)r;
+  ch_store_t *st = h->store;
+  ch_conv_t cv;
+  memset(&cv, 0, sizeof(cv));
+  int rc = st->ops->conv_get(st, q->ev.conversation_id, &cv);
+  char key[140];
+  snprintf(key, sizeof(key), "c:%s", q->ev.conversation_id);
+  if (rc == 0 && !ch__may_access(&cv, q->ev.user_id, q->scopes)) {
+    r->status = CH_EPERM;
+    q->code = "forbidden";
+    ch_buf_append_str(&r->err, "not a member of this conversation");
+    goto Exit;
+  }
+  if (rc == CH_ENOTFOUND) {
+    const char *claim = ch_presence_claim(h, key);
+    if (claim && strcmp(claim, q->ev.user_id) != 0 && !(q->scopes & CH_SCOPE_ADMIN)) {
+      r->status = CH_EPERM;
+      q->code = "forbidden";
+      ch_buf_append_str(&r->err, "conversation id in use by another user");
+      goto Exit;
+    }
+  } else if (rc != 0) {
+    r->status = rc;
+    q->code = "store_error";
+    ch_buf_append_str(&r->err, "could not read the conversation");
+    goto Exit;
+  }
+  rc = st->ops->append(st, &q->ev, &r->err);
+  if (rc != 0) {
+    r->status = rc;
+    q->code = rc == CH_EINVAL ? "invalid" : "store_error";
+    goto Exit;
+  }
+  if (ch_presence_claim(h, key)) ch_presence_set_claim(h, key, NULL);
+  if (!q->ev.duplicate) {
+    ch_buf_t b = CH_BUF_INIT;
+    ch_buf_append_str(&b, "{\"type\":\"message\",\"conversationId\":");
+    ch__json_str(&b, q->ev.conversation_id);
+    ch_buf_printf(&b, ",\"seq\":%llu,\"message\":", (unsigned long long)q->ev.seq);
+    ch__event_json(&b, &q->ev);
+    ch_buf_append_byte(&b, '}');
+    ch_bcast_t *bc = ch_bcast_new("message", "chat", q->ev.conversation_id, q->ev.seq, ch_buf_to_chunk(&b));
+    ch_buf_dispose(&b);
+    ch_hub_publish(h, key, bc);
+  }
+Exit:
+  ch_conv_dispose(&cv);
+}
+
+static void ch__send_done(ch_hub_req_t *r) {
+  ch__send_req_t *q = (ch__send_req_t *)r;
+  ch_client_t *cl = ch_client_find(r->loop, q->client_id);
+  if (cl == NULL) return;
+  if (r->status != 0) {
+    ch_client_error(cl, q->req_id, q->code ? q->code : "error", ch_buf_cstr(&r->err));
+    return;
+  }
+  if (q->req_id == NULL) return; /* profile `unified` sends no request ids and expects no acks */
+  ch_buf_t b = CH_BUF_INIT;
+  ch_buf_append_str(&b, "{\"type\":\"ack\",\"id\":");
+  ch__json_str(&b, q->req_id);
+  ch_buf_append_str(&b, ",\"conversationId\":");
+  ch__json_str(&b, q->ev.conversation_id);
+  ch_buf_printf(&b, ",\"seq\":%llu,\"messageId\":", (unsigned long long)q->ev.seq);
+  ch__json_str(&b, q->ev.id ? q->ev.id : "");
+  if (q->ev.client_id) {
+    ch_buf_append_str(&b, ",\"clientId\":");
+    ch__json_str(&b, q->ev.client_id);
+  }
+  ch_buf_printf(&b, ",\"duplicate\":%s}", q->ev.duplicate ? "true" : "false");
+  cl->ops->send_json(cl, b.base, b.len);
+  ch_buf_dispose(&b);
+}
+
+static char *ch__dup_str_item(cJSON *o, const char *name) {
+  cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+  return cJSON_IsString(v) && v->valuestring ? ch_xstrdup(v->valuestring) : NULL;
+}
+
+void ch_client_send_message(ch_client_t *cl, const char *conv, const char *message_json, size_t len,
+                            const char *req_id) {
+  if (!(cl->scopes & (CH_SCOPE_WRITE | CH_SCOPE_ADMIN))) {
+    ch_client_error(cl, req_id, "forbidden", "this credential may not write");
+    return;
+  }
+  cJSON *m = cJSON_ParseWithLength(message_json, len);
+  if (!cJSON_IsObject(m)) {
+    cJSON_Delete(m);
+    ch_client_error(cl, req_id, "invalid", "message must be a JSON object");
+    return;
+  }
+  cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+  if (content && !cJSON_IsString(content)) {
+    cJSON_Delete(m);
+    ch_client_error(cl, req_id, "invalid", "message.content must be a string");
+    return;
+  }
+  cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+  if (role && !(cJSON_IsString(role) && (!strcmp(role->valuestring, "user") || !strcmp(role->valuestring, "assistant") ||
+                                          !strcmp(role->valuestring, "system") || !strcmp(role->valuestring, "tool")))) {
+    cJSON_Delete(m);
+    ch_client_error(cl, req_id, "invalid", "message.role must be user, assistant, system or tool");
+    return;
+  }
+  ch__send_req_t *q = ch_xcalloc(1, sizeof(*q));
+  char uuid[37];
+  ch_uuid4(uuid);
+  q->ev.client_id = ch__dup_str_item(m, "id");
+  /* Fill what the client left out; keep what it sent as sent. */
+  if (!cJSON_GetObjectItemCaseSensitive(m, "id")) cJSON_AddStringToObject(m, "id", uuid);
+  cJSON *cid = cJSON_GetObjectItemCaseSensitive(m, "conversationId");
+  if (cid) cJSON_DeleteItemFromObjectCaseSensitive(m, "conversationId");
+  cJSON_AddStringToObject(m, "conversationId", conv);
+  if (!role) cJSON_AddStringToObject(m, "role", "user");
+  if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(m, "source")))
+    cJSON_AddStringToObject(m, "source", cl->source[0] ? cl->source : "unknown");
+  if (!cJSON_GetObjectItemCaseSensitive(m, "timestamp")) {
+    char ts[CH_ISO8601_LEN + 1];
+    ch_clock_iso8601(ch_clock_wall_ms(), ts);
+    cJSON_AddStringToObject(m, "timestamp", ts);
+  }
+  cJSON_DeleteItemFromObjectCaseSensitive(m, "userId");
+  cJSON_DeleteItemFromObjectCaseSensitive(m, "deviceId");
+  cJSON_DeleteItemFromObjectCaseSensitive(m, "seq");
+  cJSON_AddStringToObject(m, "userId", cl->user_id);
+  cJSON_AddStringToObject(m, "deviceId", cl->device_id);
+
+  q->base.run = ch__send_run;
+  q->base.done = ch__send_done;
+  q->base.free_cb = ch__send_free;
+  q->base.loop = cl->loop;
+  q->client_id = cl->id;
+  q->scopes = cl->scopes;
+  q->req_id = req_id ? ch_xstrdup(req_id) : NULL;
+  q->ev.conversation_id = ch_xstrdup(conv);
+  q->ev.kind = CH_EV_MESSAGE;
+  q->ev.id = ch_xstrdup(uuid);
+  q->ev.role = ch__dup_str_item(m, "role");
+  q->ev.content = ch__dup_str_item(m, "content");
+  q->ev.source = ch__dup_str_item(m, "source");
+  q->ev.user_id = ch_xstrdup(cl->user_id);
+  q->ev.device_id = ch_xstrdup(cl->device_id);
+  q->ev.body = cJSON_PrintUnformatted(m);
+  cJSON_Delete(m);
+  ch_hub_submit(ch_hub, &q->base);
+}
+
+int ch_client_publish_ephemeral(ch_client_t *cl, const char *conv, const char *type, const char *json,
+                                size_t len) {
+  ch_csub_t *s = ch_client_sub(cl, conv);
+  if (s == NULL || s->state != CH_CSUB_LIVE) return CH_EPERM;
+  ch_bcast_t *b = ch_bcast_new(type, "chat", conv, 0, ch_chunk_from(json, len));
+  b->exclude_client = cl->id;
+  ch_topic_publish(s->topic, strlen(s->topic), &b->base);
+  return 0;
+}

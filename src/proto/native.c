@@ -1,0 +1,320 @@
+/*
+ * native.c — the native protocol on /ws: JSON documents in text (or binary)
+ * frames. Profile `unified` of CLIENT-PROFILES.md is a subset of it: a unified
+ * client uses join/leave/message/typing without request ids and gets exactly
+ * the frames it expects; native clients add request ids (acks, errors that
+ * echo them), `since`/`epoch` resume, custom events and in-band auth.
+ *
+ *   connect ws://HOST/ws?source=S[&token=T]   (or Authorization: Bearer T,
+ *                                              or a first {"type":"auth","token":T} within 10 s)
+ *   <- {"type":"presence","clientId":"<id>","source":S,"connected":true}   welcome
+ *   -> {"type":"join","conversationId":C[,"since":N,"epoch":E,"limit":L,"id":R]}
+ *   <- {"type":"sync","conversationId":C,"data":[...],"lastSeq":M,"epoch":E,"presence":[...]}
+ *   -> {"type":"message","conversationId":C,"message":{...}[,"id":R]}
+ *   <- {"type":"ack","id":R,"seq":N,...}  (with an id)   and to the room: {"type":"message",...}
+ *
+ * docs/PROTOCOL.md documents every message.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "hub/client.h"
+#include "proto/proto.h"
+#include "ws/session.h"
+
+#define CH__AUTH_TIMEOUT_MS 10000
+
+typedef struct {
+  ch_client_t cl;
+  ch_ws_t *ws;
+  uint64_t opened_ms;
+  int auth_pending; /* an in-band auth is being checked */
+  int gone;         /* the connection closed; free when the pending auth returns */
+} ch__native_t;
+
+/* ---- rendering ------------------------------------------------------------ */
+
+static void ch__native_send_json(ch_client_t *cl, const char *json, size_t len) {
+  ch__native_t *n = (ch__native_t *)cl;
+  ch_ws_send_text(n->ws, json, len);
+}
+
+static void ch__native_deliver(ch_client_t *cl, ch_csub_t *sub, ch_bcast_t *b) {
+  ch__native_t *n = (ch__native_t *)cl;
+  ch_ws_send_frame(n->ws, ch_bcast_frame(b, CH_FMT_NATIVE));
+}
+
+static void ch__native_joined(ch_client_t *cl, ch_csub_t *sub, const char *req_id, const char *json, size_t len) {
+  ch__native_send_json(cl, json, len);
+}
+
+static const ch_client_ops_t ch__native_ops = {ch__native_send_json, ch__native_deliver, ch__native_joined};
+
+static void ch__native_welcome(ch__native_t *n) {
+  ch_buf_t b = CH_BUF_INIT;
+  ch_buf_printf(&b, "{\"type\":\"presence\",\"clientId\":\"%llu\",\"source\":\"", (unsigned long long)n->cl.id);
+  ch_buf_append_json_str(&b, n->cl.source, strlen(n->cl.source));
+  ch_buf_append_str(&b, "\",\"userId\":\"");
+  ch_buf_append_json_str(&b, n->cl.user_id, strlen(n->cl.user_id));
+  ch_buf_append_str(&b, "\",\"deviceId\":\"");
+  ch_buf_append_json_str(&b, n->cl.device_id, strlen(n->cl.device_id));
+  ch_buf_append_str(&b, "\",\"connected\":true}");
+  ch_ws_send_text(n->ws, b.base, b.len);
+  ch_buf_dispose(&b);
+}
+
+static void ch__native_set_identity(ch__native_t *n, const ch_identity_t *id) {
+  snprintf(n->cl.user_id, sizeof(n->cl.user_id), "%s", id->user_id);
+  snprintf(n->cl.device_id, sizeof(n->cl.device_id), "%s", id->device_id[0] ? id->device_id : n->cl.source);
+  n->cl.scopes = id->scopes;
+  n->cl.authed = 1;
+}
+
+/* ---- requests ------------------------------------------------------------- */
+
+static const char *ch__str(cJSON *o, const char *k) {
+  cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int ch__conv_id_ok(const char *c) {
+  size_t n = c ? strlen(c) : 0;
+  return n > 0 && n <= 128;
+}
+
+static void ch__inband_auth_cb(void *ud, int status, const ch_identity_t *id, const char *reason);
+
+static void ch__native_handle(ch__native_t *n, cJSON *m) {
+  ch_client_t *cl = &n->cl;
+  const char *type = ch__str(m, "type");
+  const char *rid = ch__str(m, "id");
+  if (type == NULL) {
+    ch_client_error(cl, rid, "invalid", "missing \"type\"");
+    return;
+  }
+  if (!cl->authed) {
+    if (strcmp(type, "auth") != 0) {
+      ch_client_error(cl, rid, "unauthenticated", "authenticate first: {\"type\":\"auth\",\"token\":...}");
+      return;
+    }
+    const char *tok = ch__str(m, "token");
+    if (tok == NULL || n->auth_pending) {
+      ch_client_error(cl, rid, "invalid", tok ? "authentication already in progress" : "auth needs a \"token\"");
+      return;
+    }
+    n->auth_pending = 1;
+    ch_proto_authenticate(cl->loop, tok, ch__inband_auth_cb, n);
+    return;
+  }
+  const char *conv = ch__str(m, "conversationId");
+  if (strcmp(type, "ping") == 0) {
+    ch_buf_t b = CH_BUF_INIT;
+    ch_buf_append_str(&b, "{\"type\":\"pong\"");
+    if (rid) {
+      ch_buf_append_str(&b, ",\"id\":\"");
+      ch_buf_append_json_str(&b, rid, strlen(rid));
+      ch_buf_append_byte(&b, '"');
+    }
+    ch_buf_append_byte(&b, '}');
+    ch__native_send_json(cl, b.base, b.len);
+    ch_buf_dispose(&b);
+    return;
+  }
+  if (strcmp(type, "auth") == 0) {
+    ch_client_error(cl, rid, "invalid", "already authenticated");
+    return;
+  }
+  if (!ch__conv_id_ok(conv)) {
+    ch_client_error(cl, rid, "invalid", "\"conversationId\" must be a string of 1..128 bytes");
+    return;
+  }
+  if (strcmp(type, "join") == 0) {
+    if (!(cl->scopes & (CH_SCOPE_READ | CH_SCOPE_ADMIN))) {
+      ch_client_error(cl, rid, "forbidden", "this credential may not read");
+      return;
+    }
+    cJSON *since = cJSON_GetObjectItemCaseSensitive(m, "since");
+    cJSON *limit = cJSON_GetObjectItemCaseSensitive(m, "limit");
+    if ((since && !(cJSON_IsNumber(since) && since->valuedouble >= 0)) ||
+        (limit && !(cJSON_IsNumber(limit) && limit->valuedouble >= 0))) {
+      ch_client_error(cl, rid, "invalid", "\"since\" and \"limit\" must be non-negative numbers");
+      return;
+    }
+    ch_client_join(cl, conv, since != NULL, since ? (uint64_t)since->valuedouble : 0,
+                   limit ? (size_t)limit->valuedouble : 0, ch__str(m, "epoch"), rid);
+  } else if (strcmp(type, "leave") == 0) {
+    ch_client_leave(cl, conv);
+  } else if (strcmp(type, "message") == 0) {
+    cJSON *msg = cJSON_GetObjectItemCaseSensitive(m, "message");
+    if (!cJSON_IsObject(msg)) {
+      ch_client_error(cl, rid, "invalid", "\"message\" must be an object");
+      return;
+    }
+    char *text = cJSON_PrintUnformatted(msg);
+    ch_client_send_message(cl, conv, text, strlen(text), rid);
+    cJSON_free(text);
+  } else if (strcmp(type, "typing") == 0 || strcmp(type, "event") == 0) {
+    int typing = strcmp(type, "typing") == 0;
+    if (typing) {
+      uint64_t now = cl->loop->now_ms;
+      if (now < cl->typing_tokens_ms) return; /* rate-limited: typing signals are advisory */
+      cl->typing_tokens_ms = now + ch_client_settings.typing_gap_ms;
+    }
+    const char *ev = typing ? "typing" : ch__str(m, "event");
+    if (ev == NULL) {
+      ch_client_error(cl, rid, "invalid", "an event needs an \"event\" name");
+      return;
+    }
+    ch_buf_t b = CH_BUF_INIT;
+    char ts[CH_ISO8601_LEN + 1];
+    ch_clock_iso8601(ch_clock_wall_ms(), ts);
+    ch_buf_printf(&b, "{\"type\":\"%s\",\"conversationId\":\"", typing ? "typing" : "event");
+    ch_buf_append_json_str(&b, conv, strlen(conv));
+    ch_buf_printf(&b, "\",\"clientId\":\"%llu\",\"source\":\"", (unsigned long long)cl->id);
+    ch_buf_append_json_str(&b, cl->source, strlen(cl->source));
+    ch_buf_append_str(&b, "\",\"userId\":\"");
+    ch_buf_append_json_str(&b, cl->user_id, strlen(cl->user_id));
+    ch_buf_append_str(&b, "\"");
+    if (typing) {
+      cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "typing");
+      ch_buf_printf(&b, ",\"typing\":%s", cJSON_IsFalse(t) ? "false" : "true");
+    } else {
+      ch_buf_append_str(&b, ",\"event\":\"");
+      ch_buf_append_json_str(&b, ev, strlen(ev));
+      ch_buf_append_str(&b, "\",\"payload\":");
+      cJSON *p = cJSON_GetObjectItemCaseSensitive(m, "payload");
+      char *pt = p ? cJSON_PrintUnformatted(p) : NULL;
+      ch_buf_append_str(&b, pt ? pt : "null");
+      cJSON_free(pt);
+    }
+    ch_buf_printf(&b, ",\"timestamp\":\"%s\"}", ts);
+    if (ch_client_publish_ephemeral(cl, conv, typing ? "typing" : "event", b.base, b.len) != 0)
+      ch_client_error(cl, rid, "not_joined", "join the conversation first");
+    ch_buf_dispose(&b);
+  } else {
+    char msg[96];
+    snprintf(msg, sizeof(msg), "unknown message type '%.40s'", type);
+    ch_client_error(cl, rid, "unknown_type", msg);
+  }
+}
+
+static void ch__native_message(ch_ws_t *ws, int opcode, const char *data, size_t len) {
+  ch__native_t *n = ws->udata;
+  cJSON *m = cJSON_ParseWithLength(data, len);
+  if (!cJSON_IsObject(m)) {
+    ch_client_error(&n->cl, NULL, "invalid_json", "expected a JSON object");
+  } else {
+    ch__native_handle(n, m);
+  }
+  cJSON_Delete(m);
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+static void ch__native_free(ch__native_t *n) {
+  ch_client_dispose(&n->cl);
+  free(n);
+}
+
+static void ch__inband_auth_cb(void *ud, int status, const ch_identity_t *id, const char *reason) {
+  ch__native_t *n = ud;
+  n->auth_pending = 0;
+  if (n->gone) {
+    ch__native_free(n);
+    return;
+  }
+  if (status != 0) {
+    ch_client_error(&n->cl, NULL, "unauthenticated", reason);
+    ch_ws_close(n->ws, CH_WS_CLOSE_POLICY, "authentication failed");
+    return;
+  }
+  ch__native_set_identity(n, id);
+  ch__native_welcome(n);
+}
+
+static void ch__native_open(ch_ws_t *ws) {
+  ch__native_t *n = ws->udata;
+  n->ws = ws;
+  n->cl.transport = ws;
+  n->opened_ms = ws->c->loop->now_ms;
+  if (n->cl.authed) ch__native_welcome(n);
+}
+
+static void ch__native_close(ch_ws_t *ws) {
+  ch__native_t *n = ws->udata;
+  if (n == NULL) return;
+  if (n->auth_pending) {
+    n->gone = 1; /* the auth callback frees it */
+    ch_client_dispose(&n->cl);
+    return;
+  }
+  ch__native_free(n);
+}
+
+static void ch__native_sweep(ch_ws_t *ws, uint64_t now) {
+  ch__native_t *n = ws->udata;
+  if (!n->cl.authed && !n->auth_pending && now - n->opened_ms >= CH__AUTH_TIMEOUT_MS)
+    ch_ws_close(ws, CH_WS_CLOSE_POLICY, "authentication timeout");
+}
+
+static const ch_ws_handler_t ch__native_ws = {
+    .name = "native",
+    .on_open = ch__native_open,
+    .on_message = ch__native_message,
+    .on_close = ch__native_close,
+    .on_sweep = ch__native_sweep,
+};
+
+/* ---- the upgrade ----------------------------------------------------------- */
+
+static ch__native_t *ch__native_new(ch_http_ctx_t *x) {
+  ch__native_t *n = ch_xcalloc(1, sizeof(*n));
+  ch_client_init(&n->cl, x->c, &ch__native_ops, NULL);
+  const char *src = ch_http_req_query_param(x->req, "source");
+  snprintf(n->cl.source, sizeof(n->cl.source), "%s", src && *src ? src : "unknown");
+  return n;
+}
+
+static void ch__upgrade_auth_cb(void *ud, int status, const ch_identity_t *id, const char *reason) {
+  ch_http_ctx_t *x = ud;
+  if (x->c == NULL) { /* the client went away while we checked */
+    ch_http_reply_error(x, 401, reason);
+    return;
+  }
+  if (status != 0) {
+    ch_http_reply_error(x, status == CH_EAUTH ? 401 : 500, reason);
+    return;
+  }
+  ch__native_t *n = ch__native_new(x);
+  ch__native_set_identity(n, id);
+  ch_ws_accept(x, &ch__native_ws, n);
+}
+
+static void ch__native_upgrade(ch_http_ctx_t *x) {
+  if (!x->req->upgrade) {
+    ch_http_reply_error(x, 426, "WebSocket upgrade required");
+    return;
+  }
+  const char *cred = NULL;
+  if (ch_auth_cred_from_request(x->req, &cred) == 0) {
+    ch_proto_authenticate(x->c->loop, cred, ch__upgrade_auth_cb, x);
+    return;
+  }
+  /* No credential yet: it must come in-band within 10 s. */
+  ch_ws_accept(x, &ch__native_ws, ch__native_new(x));
+}
+
+static const ch_http_route_t ch__native_routes[] = {
+    {"GET", "/ws", ch__native_upgrade, 0},
+};
+
+void ch_proto_routes_native(ch_http_router_t *r) {
+  for (size_t i = 0; i < sizeof(ch__native_routes) / sizeof(ch__native_routes[0]); i++)
+    ch_http_router_add(r, ch__native_routes[i].method, ch__native_routes[i].pattern, (void *)&ch__native_routes[i], NULL);
+}

@@ -1,0 +1,29 @@
+/*
+ * proto.h — what every client profile shares: authentication of a presented
+ * credential (synchronously for tokens, through the hub thread for API keys,
+ * which need the store) and the process-wide auth settings.
+ */
+#ifndef CH_PROTO_PROTO_H
+#define CH_PROTO_PROTO_H
+
+#include "auth/auth.h"
+#include "http/server.h"
+#include "net/loop.h"
+
+typedef struct {
+  ch_auth_secret_t secret; /* the data directory's signing secret */
+  int auth_flags;          /* CH_AUTH_INSECURE_DEV when --insecure-dev */
+} ch_proto_settings_t;
+extern ch_proto_settings_t ch_proto_settings;
+
+/* Called on the loop with the outcome: status 0 and id, or CH_EAUTH with a
+ * reason safe to show, or another code. */
+typedef void (*ch_proto_auth_cb)(void *ud, int status, const ch_identity_t *id, const char *reason);
+
+/* Authenticate cred; cb runs now (tokens) or later on `loop` (API keys). */
+void ch_proto_authenticate(ch_loop_t *loop, const char *cred, ch_proto_auth_cb cb, void *ud);
+
+/* Route tables of the profiles. */
+void ch_proto_routes_native(ch_http_router_t *r);
+
+#endif

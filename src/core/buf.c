@@ -99,6 +99,12 @@ void ch_buf_append_json_str(ch_buf_t *b, const char *s, size_t n) {
   ch_buf_append(b, s + run, n - run);
 }
 
+void ch_buf_append_json_qstr(ch_buf_t *b, const char *s) {
+  ch_buf_append_byte(b, '"');
+  ch_buf_append_json_str(b, s, strlen(s));
+  ch_buf_append_byte(b, '"');
+}
+
 void ch_buf_consume(ch_buf_t *b, size_t n) {
   if (n >= b->len) {
     b->len = 0;

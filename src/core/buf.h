@@ -59,6 +59,8 @@ void ch_buf_printf(ch_buf_t *b, const char *fmt, ...) __attribute__((format(prin
 void ch_buf_vprintf(ch_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Append s as the inside of a JSON string (no quotes added). */
 void ch_buf_append_json_str(ch_buf_t *b, const char *s, size_t n);
+/* Append s as a quoted JSON string ("..."). */
+void ch_buf_append_json_qstr(ch_buf_t *b, const char *s);
 /* Drop the first n bytes. */
 void ch_buf_consume(ch_buf_t *b, size_t n);
 /* Move the bytes into a new chunk (one reference, the caller's); b is emptied. */

@@ -3,7 +3,6 @@
  */
 #include "hub/client.h"
 
-#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/map.h"
+#include "hub/ops.h"
 #include "hub/presence.h"
 
 ch_client_settings_t ch_client_settings = {10000, 1000};
@@ -46,34 +46,20 @@ void ch_client_init(ch_client_t *cl, ch_conn_t *c, const ch_client_ops_t *ops, v
 
 /* ---- JSON helpers ------------------------------------------------------ */
 
-static void ch__json_str(ch_buf_t *b, const char *s) {
-  ch_buf_append_byte(b, '"');
-  ch_buf_append_json_str(b, s, strlen(s));
-  ch_buf_append_byte(b, '"');
-}
-
 void ch_client_error(ch_client_t *cl, const char *req_id, const char *code, const char *msg) {
   ch_buf_t b = CH_BUF_INIT;
   ch_buf_append_str(&b, "{\"type\":\"error\"");
   if (req_id) {
     ch_buf_append_str(&b, ",\"id\":");
-    ch__json_str(&b, req_id);
+    ch_buf_append_json_qstr(&b, req_id);
   }
   ch_buf_append_str(&b, ",\"code\":");
-  ch__json_str(&b, code);
+  ch_buf_append_json_qstr(&b, code);
   ch_buf_append_str(&b, ",\"error\":");
-  ch__json_str(&b, msg);
+  ch_buf_append_json_qstr(&b, msg);
   ch_buf_append_byte(&b, '}');
   cl->ops->send_json(cl, b.base, b.len);
   ch_buf_dispose(&b);
-}
-
-static int ch__may_access(const ch_conv_t *cv, const char *user, unsigned scopes) {
-  if (scopes & CH_SCOPE_ADMIN) return 1;
-  if (cv->owner && strcmp(cv->owner, user) == 0) return 1;
-  for (size_t i = 0; i < cv->nmembers; i++)
-    if (strcmp(cv->members[i], user) == 0) return 1;
-  return 0;
 }
 
 /* ---- subscriptions ----------------------------------------------------- */
@@ -147,30 +133,19 @@ static void ch__join_free(ch_hub_req_t *r) {
   free(j);
 }
 
-/* The native JSON of a stored event (also used by REST and exports). */
-static void ch__event_json(ch_buf_t *b, const ch_event_t *ev) {
-  /* The stored body is the message object; put seq first inside it. */
-  const char *body = ev->body && ev->body[0] == '{' ? ev->body : "{}";
-  ch_buf_printf(b, "{\"seq\":%llu", (unsigned long long)ev->seq);
-  const char *rest = body + 1;
-  while (*rest == ' ') rest++;
-  if (*rest != '}') ch_buf_append_byte(b, ',');
-  ch_buf_append_str(b, rest);
-}
-
 static void ch__publish_presence(ch_hub_t *h, const char *conv, const ch_presence_entry_t *e, int connected,
                                  uint64_t exclude) {
   ch_buf_t b = CH_BUF_INIT;
   char ts[CH_ISO8601_LEN + 1];
   ch_clock_iso8601(ch_clock_wall_ms(), ts);
   ch_buf_append_str(&b, "{\"type\":\"presence\",\"conversationId\":");
-  ch__json_str(&b, conv);
+  ch_buf_append_json_qstr(&b, conv);
   ch_buf_printf(&b, ",\"clientId\":\"%llu\",\"userId\":", (unsigned long long)e->client_id);
-  ch__json_str(&b, e->user_id);
+  ch_buf_append_json_qstr(&b, e->user_id);
   ch_buf_append_str(&b, ",\"deviceId\":");
-  ch__json_str(&b, e->device_id);
+  ch_buf_append_json_qstr(&b, e->device_id);
   ch_buf_append_str(&b, ",\"source\":");
-  ch__json_str(&b, e->source);
+  ch_buf_append_json_qstr(&b, e->source);
   ch_buf_printf(&b, ",\"connected\":%s,\"timestamp\":\"%s\"}", connected ? "true" : "false", ts);
   ch_bcast_t *bc = ch_bcast_new("presence", "chat", conv, 0, ch_buf_to_chunk(&b));
   bc->exclude_client = exclude;
@@ -195,7 +170,7 @@ static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
     ch_buf_append_str(&r->err, "could not read the conversation");
     return;
   }
-  if (exists && !ch__may_access(&cv, j->me.user_id, j->scopes)) {
+  if (exists && !ch_hub_may_access(&cv, j->me.user_id, j->scopes)) {
     r->status = CH_EPERM;
     j->code = "forbidden";
     ch_buf_append_str(&r->err, "not a member of this conversation");
@@ -247,19 +222,19 @@ static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
   ch_buf_append_str(b, "{\"type\":\"sync\"");
   if (j->req_id) {
     ch_buf_append_str(b, ",\"id\":");
-    ch__json_str(b, j->req_id);
+    ch_buf_append_json_qstr(b, j->req_id);
   }
   ch_buf_append_str(b, ",\"conversationId\":");
-  ch__json_str(b, j->conv);
+  ch_buf_append_json_qstr(b, j->conv);
   ch_buf_append_str(b, ",\"data\":[");
   for (size_t i = 0; i < n; i++) {
     if (i) ch_buf_append_byte(b, ',');
-    ch__event_json(b, &evs[i]);
+    ch_hub_event_json(b, &evs[i]);
   }
   ch_buf_printf(b, "],\"lastSeq\":%llu", (unsigned long long)j->last_seq);
   if (exists && cv.epoch) {
     ch_buf_append_str(b, ",\"epoch\":");
-    ch__json_str(b, cv.epoch);
+    ch_buf_append_json_qstr(b, cv.epoch);
   }
   if (j->has_since && !reset) ch_buf_printf(b, ",\"since\":%llu", (unsigned long long)j->since);
   if (reset) ch_buf_append_str(b, ",\"reset\":true");
@@ -400,167 +375,48 @@ void ch_client_dispose(ch_client_t *cl) {
 /* ---- send ---------------------------------------------------------------- */
 
 typedef struct {
-  ch_hub_req_t base;
   uint64_t client_id;
-  unsigned scopes;
+  ch_loop_t *loop;
   char *req_id;
-  ch_event_t ev;      /* owned strings */
-  const char *code;
-} ch__send_req_t;
+} ch__send_ctx_t;
 
-static void ch__send_free(ch_hub_req_t *r) {
-  ch__send_req_t *q = (ch__send_req_t *)r;
-  ch_event_dispose(&q->ev);
-  free(q->req_id);
-  free(q);
-}
-
-static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
-  ch__send_req_t *q = (ch__send_req_t *)r;
-  ch_store_t *st = h->store;
-  ch_conv_t cv;
-  memset(&cv, 0, sizeof(cv));
-  int rc = st->ops->conv_get(st, q->ev.conversation_id, &cv);
-  char key[140];
-  snprintf(key, sizeof(key), "c:%s", q->ev.conversation_id);
-  if (rc == 0 && !ch__may_access(&cv, q->ev.user_id, q->scopes)) {
-    r->status = CH_EPERM;
-    q->code = "forbidden";
-    ch_buf_append_str(&r->err, "not a member of this conversation");
+static void ch__send_cb(void *ud, const ch_msg_out_t *out) {
+  ch__send_ctx_t *sc = ud;
+  ch_client_t *cl = ch_client_find(sc->loop, sc->client_id);
+  if (cl == NULL) goto Exit;
+  if (out->status != 0) {
+    ch_client_error(cl, sc->req_id, out->code, out->error);
     goto Exit;
   }
-  if (rc == CH_ENOTFOUND) {
-    const char *claim = ch_presence_claim(h, key);
-    if (claim && strcmp(claim, q->ev.user_id) != 0 && !(q->scopes & CH_SCOPE_ADMIN)) {
-      r->status = CH_EPERM;
-      q->code = "forbidden";
-      ch_buf_append_str(&r->err, "conversation id in use by another user");
-      goto Exit;
-    }
-  } else if (rc != 0) {
-    r->status = rc;
-    q->code = "store_error";
-    ch_buf_append_str(&r->err, "could not read the conversation");
-    goto Exit;
-  }
-  rc = st->ops->append(st, &q->ev, &r->err);
-  if (rc != 0) {
-    r->status = rc;
-    q->code = rc == CH_EINVAL ? "invalid" : "store_error";
-    goto Exit;
-  }
-  if (ch_presence_claim(h, key)) ch_presence_set_claim(h, key, NULL);
-  if (!q->ev.duplicate) {
-    ch_buf_t b = CH_BUF_INIT;
-    ch_buf_append_str(&b, "{\"type\":\"message\",\"conversationId\":");
-    ch__json_str(&b, q->ev.conversation_id);
-    ch_buf_printf(&b, ",\"seq\":%llu,\"message\":", (unsigned long long)q->ev.seq);
-    ch__event_json(&b, &q->ev);
-    ch_buf_append_byte(&b, '}');
-    ch_bcast_t *bc = ch_bcast_new("message", "chat", q->ev.conversation_id, q->ev.seq, ch_buf_to_chunk(&b));
-    ch_buf_dispose(&b);
-    ch_hub_publish(h, key, bc);
-  }
-Exit:
-  ch_conv_dispose(&cv);
-}
-
-static void ch__send_done(ch_hub_req_t *r) {
-  ch__send_req_t *q = (ch__send_req_t *)r;
-  ch_client_t *cl = ch_client_find(r->loop, q->client_id);
-  if (cl == NULL) return;
-  if (r->status != 0) {
-    ch_client_error(cl, q->req_id, q->code ? q->code : "error", ch_buf_cstr(&r->err));
-    return;
-  }
-  if (q->req_id == NULL) return; /* profile `unified` sends no request ids and expects no acks */
+  if (sc->req_id == NULL) goto Exit; /* profile `unified` sends no request ids and expects no acks */
   ch_buf_t b = CH_BUF_INIT;
   ch_buf_append_str(&b, "{\"type\":\"ack\",\"id\":");
-  ch__json_str(&b, q->req_id);
+  ch_buf_append_json_qstr(&b, sc->req_id);
   ch_buf_append_str(&b, ",\"conversationId\":");
-  ch__json_str(&b, q->ev.conversation_id);
-  ch_buf_printf(&b, ",\"seq\":%llu,\"messageId\":", (unsigned long long)q->ev.seq);
-  ch__json_str(&b, q->ev.id ? q->ev.id : "");
-  if (q->ev.client_id) {
+  ch_buf_append_json_qstr(&b, out->conversation_id);
+  ch_buf_printf(&b, ",\"seq\":%llu,\"messageId\":", (unsigned long long)out->seq);
+  ch_buf_append_json_qstr(&b, out->id);
+  if (out->client_id) {
     ch_buf_append_str(&b, ",\"clientId\":");
-    ch__json_str(&b, q->ev.client_id);
+    ch_buf_append_json_qstr(&b, out->client_id);
   }
-  ch_buf_printf(&b, ",\"duplicate\":%s}", q->ev.duplicate ? "true" : "false");
+  ch_buf_printf(&b, ",\"duplicate\":%s}", out->duplicate ? "true" : "false");
   cl->ops->send_json(cl, b.base, b.len);
   ch_buf_dispose(&b);
-}
-
-static char *ch__dup_str_item(cJSON *o, const char *name) {
-  cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-  return cJSON_IsString(v) && v->valuestring ? ch_xstrdup(v->valuestring) : NULL;
+Exit:
+  free(sc->req_id);
+  free(sc);
 }
 
 void ch_client_send_message(ch_client_t *cl, const char *conv, const char *message_json, size_t len,
                             const char *req_id) {
-  if (!(cl->scopes & (CH_SCOPE_WRITE | CH_SCOPE_ADMIN))) {
-    ch_client_error(cl, req_id, "forbidden", "this credential may not write");
-    return;
-  }
-  cJSON *m = cJSON_ParseWithLength(message_json, len);
-  if (!cJSON_IsObject(m)) {
-    cJSON_Delete(m);
-    ch_client_error(cl, req_id, "invalid", "message must be a JSON object");
-    return;
-  }
-  cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-  if (content && !cJSON_IsString(content)) {
-    cJSON_Delete(m);
-    ch_client_error(cl, req_id, "invalid", "message.content must be a string");
-    return;
-  }
-  cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-  if (role && !(cJSON_IsString(role) && (!strcmp(role->valuestring, "user") || !strcmp(role->valuestring, "assistant") ||
-                                          !strcmp(role->valuestring, "system") || !strcmp(role->valuestring, "tool")))) {
-    cJSON_Delete(m);
-    ch_client_error(cl, req_id, "invalid", "message.role must be user, assistant, system or tool");
-    return;
-  }
-  ch__send_req_t *q = ch_xcalloc(1, sizeof(*q));
-  char uuid[37];
-  ch_uuid4(uuid);
-  q->ev.client_id = ch__dup_str_item(m, "id");
-  /* Fill what the client left out; keep what it sent as sent. */
-  if (!cJSON_GetObjectItemCaseSensitive(m, "id")) cJSON_AddStringToObject(m, "id", uuid);
-  cJSON *cid = cJSON_GetObjectItemCaseSensitive(m, "conversationId");
-  if (cid) cJSON_DeleteItemFromObjectCaseSensitive(m, "conversationId");
-  cJSON_AddStringToObject(m, "conversationId", conv);
-  if (!role) cJSON_AddStringToObject(m, "role", "user");
-  if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(m, "source")))
-    cJSON_AddStringToObject(m, "source", cl->source[0] ? cl->source : "unknown");
-  if (!cJSON_GetObjectItemCaseSensitive(m, "timestamp")) {
-    char ts[CH_ISO8601_LEN + 1];
-    ch_clock_iso8601(ch_clock_wall_ms(), ts);
-    cJSON_AddStringToObject(m, "timestamp", ts);
-  }
-  cJSON_DeleteItemFromObjectCaseSensitive(m, "userId");
-  cJSON_DeleteItemFromObjectCaseSensitive(m, "deviceId");
-  cJSON_DeleteItemFromObjectCaseSensitive(m, "seq");
-  cJSON_AddStringToObject(m, "userId", cl->user_id);
-  cJSON_AddStringToObject(m, "deviceId", cl->device_id);
-
-  q->base.run = ch__send_run;
-  q->base.done = ch__send_done;
-  q->base.free_cb = ch__send_free;
-  q->base.loop = cl->loop;
-  q->client_id = cl->id;
-  q->scopes = cl->scopes;
-  q->req_id = req_id ? ch_xstrdup(req_id) : NULL;
-  q->ev.conversation_id = ch_xstrdup(conv);
-  q->ev.kind = CH_EV_MESSAGE;
-  q->ev.id = ch_xstrdup(uuid);
-  q->ev.role = ch__dup_str_item(m, "role");
-  q->ev.content = ch__dup_str_item(m, "content");
-  q->ev.source = ch__dup_str_item(m, "source");
-  q->ev.user_id = ch_xstrdup(cl->user_id);
-  q->ev.device_id = ch_xstrdup(cl->device_id);
-  q->ev.body = cJSON_PrintUnformatted(m);
-  cJSON_Delete(m);
-  ch_hub_submit(ch_hub, &q->base);
+  ch__send_ctx_t *sc = ch_xcalloc(1, sizeof(*sc));
+  sc->client_id = cl->id;
+  sc->loop = cl->loop;
+  sc->req_id = req_id ? ch_xstrdup(req_id) : NULL;
+  ch_msg_in_t in = {.conv = conv, .message_json = message_json, .len = len, .user_id = cl->user_id,
+                    .device_id = cl->device_id, .source = cl->source, .scopes = cl->scopes};
+  ch_hub_send_message(cl->loop, &in, ch__send_cb, sc);
 }
 
 int ch_client_publish_ephemeral(ch_client_t *cl, const char *conv, const char *type, const char *json,

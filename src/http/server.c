@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/alloc.h"
 #include "core/err.h"
@@ -90,10 +91,20 @@ static void ch__http_send_error(ch_conn_t *c, int status, const char *msg) {
   ch_conn_close_after_flush(c, 2000);
 }
 
-/* Handle the bytes in data[0..len): as many whole requests as are there. */
+/* RFC 9112 3.2: an HTTP/1.1 request carries exactly one Host, any request at most one. */
+static int ch__http_host_ok(const ch_http_req_t *req) {
+  size_t n = 0;
+  for (size_t i = 0; i < req->nheaders; i++)
+    if (strcasecmp(req->headers[i].name, "host") == 0) n++;
+  return n == 1 || (n == 0 && req->http_major == 1 && req->http_minor == 0);
+}
+
+/* Handle the bytes in data[0..len): as many whole requests as are there. Once
+ * an answer has decided to close the connection (Connection: close, HTTP/1.0,
+ * an error), the requests behind it are not processed (RFC 9112 9.6). */
 static int ch__http_process(ch_http_conn_t *h, char *data, size_t len) {
   ch_conn_t *c = h->c;
-  while (len > 0 && !c->closing) {
+  while (len > 0 && !c->closing && !c->close_after_flush) {
     if (h->inflight) {
       ch_buf_append(&h->pending, data, len);
       return 0;
@@ -123,6 +134,12 @@ static int ch__http_process(ch_http_conn_t *h, char *data, size_t len) {
     x->app = ch_http_settings.app;
     h->keep_alive = x->req->keep_alive && !c->loop->stopping;
     h->inflight = x;
+    if (!ch__http_host_ok(x->req)) {
+      CH_STAT_ADD(&c->loop->stats, protocol_errors, 1);
+      h->keep_alive = 0;
+      ch_http_reply_error(x, 400, "exactly one Host header field is required");
+      continue;
+    }
 
     int m = ch_http_router_match(ch_http_settings.router, x->req->method_name, x->req->path, &x->match);
     const ch_http_route_t *route = m == 0 ? x->match.handler : NULL;
@@ -145,8 +162,9 @@ static int ch__http_process(ch_http_conn_t *h, char *data, size_t len) {
       ch_http_reply_error(x, 404, "not found");
     }
     if (c->proto != &ch__http_proto) {
-      /* Upgraded: the rest of the bytes belong to the new protocol. */
-      return len > 0 && !c->closing ? c->proto->on_read(c, data, len) : 0;
+      /* Upgraded: the rest of the bytes belong to the new protocol. A refused
+       * upgrade left no protocol (proto NULL): its bytes are dropped. */
+      return len > 0 && !c->closing && c->proto ? c->proto->on_read(c, data, len) : 0;
     }
   }
   return 0;

@@ -15,7 +15,7 @@
 #include "hub/ops.h"
 #include "hub/presence.h"
 
-ch_client_settings_t ch_client_settings = {10000, 1000};
+ch_client_settings_t ch_client_settings = {10000, 1000, 6000};
 
 /* ---- registry ---------------------------------------------------------- */
 
@@ -47,6 +47,7 @@ void ch_client_init(ch_client_t *cl, ch_conn_t *c, const ch_client_ops_t *ops, v
 /* ---- JSON helpers ------------------------------------------------------ */
 
 void ch_client_error(ch_client_t *cl, const char *req_id, const char *code, const char *msg) {
+  CH_STAT_ADD(&cl->loop->stats, client_errors, 1);
   ch_buf_t b = CH_BUF_INIT;
   ch_buf_append_str(&b, "{\"type\":\"error\"");
   if (req_id) {
@@ -90,6 +91,7 @@ static void ch__csub_deliver(ch_topic_sub_t *ts, ch_topic_item_t *it) {
 }
 
 static void ch__csub_free(ch_csub_t *s) {
+  CH_STAT_SUB(&s->client->loop->stats, subscriptions, 1);
   if (s->tsub.topic) ch_topic_unsubscribe(s->client->loop, &s->tsub);
   ch_list_remove(&s->node);
   for (size_t i = 0; i < s->nbuf; i++) ch_bcast_unref(s->buf[i]);
@@ -290,6 +292,7 @@ void ch_client_join(ch_client_t *cl, const char *conv, int has_since, uint64_t s
   ch_list_init(&s->tsub.node);
   ch_list_insert_tail(&cl->subs, &s->node);
   ch_topic_subscribe(cl->loop, s->topic, strlen(s->topic), &s->tsub);
+  CH_STAT_ADD(&cl->loop->stats, subscriptions, 1);
 
   ch__join_req_t *j = ch_xcalloc(1, sizeof(*j));
   j->base.run = ch__join_run;
@@ -402,6 +405,7 @@ static void ch__send_cb(void *ud, const ch_msg_out_t *out) {
   }
   ch_buf_printf(&b, ",\"duplicate\":%s}", out->duplicate ? "true" : "false");
   cl->ops->send_json(cl, b.base, b.len);
+  CH_STAT_ADD(&cl->loop->stats, acks, 1);
   ch_buf_dispose(&b);
 Exit:
   free(sc->req_id);
@@ -427,4 +431,46 @@ int ch_client_publish_ephemeral(ch_client_t *cl, const char *conv, const char *t
   b->exclude_client = cl->id;
   ch_topic_publish(s->topic, strlen(s->topic), &b->base);
   return 0;
+}
+
+/* ---- typing ---------------------------------------------------------------- */
+
+static int ch__typing_publish(ch_client_t *cl, const char *conv, int typing) {
+  ch_buf_t b = CH_BUF_INIT;
+  char ts[CH_ISO8601_LEN + 1];
+  ch_clock_iso8601(ch_clock_wall_ms(), ts);
+  ch_buf_append_str(&b, "{\"type\":\"typing\",\"conversationId\":");
+  ch_buf_append_json_qstr(&b, conv);
+  ch_buf_printf(&b, ",\"clientId\":\"%llu\",\"source\":", (unsigned long long)cl->id);
+  ch_buf_append_json_qstr(&b, cl->source);
+  ch_buf_append_str(&b, ",\"userId\":");
+  ch_buf_append_json_qstr(&b, cl->user_id);
+  ch_buf_printf(&b, ",\"typing\":%s,\"timestamp\":\"%s\"}", typing ? "true" : "false", ts);
+  int r = ch_client_publish_ephemeral(cl, conv, "typing", b.base, b.len);
+  ch_buf_dispose(&b);
+  return r;
+}
+
+int ch_client_typing(ch_client_t *cl, const char *conv, int typing) {
+  ch_csub_t *s = ch_client_sub(cl, conv);
+  if (s == NULL || s->state != CH_CSUB_LIVE) return CH_EPERM;
+  uint64_t now = cl->loop->now_ms;
+  int was = cl->typing_conv[0] && strcmp(cl->typing_conv, conv) == 0;
+  if (!typing) {
+    if (was) cl->typing_conv[0] = '\0';
+    return ch__typing_publish(cl, conv, 0);
+  }
+  if (cl->typing_conv[0] && !was) ch__typing_publish(cl, cl->typing_conv, 0); /* moved rooms */
+  snprintf(cl->typing_conv, sizeof(cl->typing_conv), "%s", conv);
+  cl->typing_at_ms = now;
+  if (was && now < cl->typing_tokens_ms) return 0; /* a refresh inside the gap: keep it, relay nothing */
+  cl->typing_tokens_ms = now + ch_client_settings.typing_gap_ms;
+  return ch__typing_publish(cl, conv, 1);
+}
+
+void ch_client_sweep(ch_client_t *cl, uint64_t now_ms) {
+  if (cl->typing_conv[0] && now_ms - cl->typing_at_ms >= ch_client_settings.typing_expire_ms) {
+    ch__typing_publish(cl, cl->typing_conv, 0);
+    cl->typing_conv[0] = '\0';
+  }
 }

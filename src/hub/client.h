@@ -75,6 +75,8 @@ struct ch_client_s {
   int authed;
   ch_list_t subs;                /* ch_csub_t */
   uint64_t typing_tokens_ms;     /* typing rate limit: earliest time of the next accepted signal */
+  char typing_conv[129];         /* conversation this client is typing in ("" = none) */
+  uint64_t typing_at_ms;         /* last typing signal (refresh) for typing_conv */
 };
 
 /* Register a client on its loop (id = c->id). */
@@ -100,13 +102,21 @@ void ch_client_send_message(ch_client_t *cl, const char *conv, const char *messa
 int ch_client_publish_ephemeral(ch_client_t *cl, const char *conv, const char *type, const char *json,
                                 size_t len);
 
+/* Typing: a signal (typing = 1 start/refresh, 0 stop). Relays to the room at
+ * most once per typing_gap_ms; a client that stops refreshing is announced as
+ * stopped after typing_expire_ms by ch_client_sweep. Returns 0 or CH_EPERM (not joined). */
+int ch_client_typing(ch_client_t *cl, const char *conv, int typing);
+/* Once a second from the profile's sweep: typing expiry. */
+void ch_client_sweep(ch_client_t *cl, uint64_t now_ms);
+
 /* Error frame {"type":"error","id":...,"code":...,"error":"..."} to this client. */
 void ch_client_error(ch_client_t *cl, const char *req_id, const char *code, const char *msg);
 
 /* Process-wide limits of the hub protocol. */
 typedef struct {
   size_t sync_cap;         /* most events a join returns (whole-history joins included) */
-  uint64_t typing_gap_ms;  /* minimum interval between accepted typing signals per client */
+  uint64_t typing_gap_ms;  /* minimum interval between relayed typing signals per client */
+  uint64_t typing_expire_ms; /* typing without a refresh this long is announced as stopped */
 } ch_client_settings_t;
 extern ch_client_settings_t ch_client_settings;
 

@@ -28,7 +28,10 @@
   X(protocol_errors, counter, "connections closed for protocol errors")          \
   X(tls_handshake_errors, counter, "failed TLS handshakes")                      \
   X(broadcasts, counter, "broadcast messages delivered to this loop")            \
-  X(deliveries, counter, "broadcast deliveries to connections")
+  X(deliveries, counter, "broadcast deliveries to connections")                  \
+  X(subscriptions, gauge, "conversation subscriptions (joins) held by clients")  \
+  X(acks, counter, "message acknowledgements sent after a durable commit")      \
+  X(client_errors, counter, "error frames sent to clients")
 
 typedef struct ch_loop_stats_s {
 #define CH__STAT_FIELD(name, type, help) _Atomic uint64_t name;

@@ -62,3 +62,39 @@ void ch_proto_authenticate(ch_loop_t *loop, const char *cred, ch_proto_auth_cb c
   a->ud = ud;
   ch_hub_submit(ch_hub, &a->base);
 }
+
+/* ---- HTTP routes ---------------------------------------------------------- */
+
+typedef struct {
+  ch_http_ctx_t *x;
+  unsigned need;
+  ch_proto_http_ok_cb ok;
+} ch__http_auth_t;
+
+static void ch__http_auth_cb(void *ud, int status, const ch_identity_t *id, const char *reason) {
+  ch__http_auth_t *a = ud;
+  ch_http_ctx_t *x = a->x;
+  if (x->c == NULL) {
+    ch_http_reply_error(x, 401, "connection gone"); /* frees the ctx */
+  } else if (status != 0) {
+    ch_http_reply_error(x, status == CH_EAUTH ? 401 : 500, reason);
+  } else if (a->need && !(id->scopes & (a->need | CH_SCOPE_ADMIN))) {
+    ch_http_reply_error(x, 403, "this credential lacks the scope for this route");
+  } else {
+    a->ok(x, id);
+  }
+  free(a);
+}
+
+void ch_proto_http_authenticate(ch_http_ctx_t *x, unsigned need, ch_proto_http_ok_cb ok) {
+  const char *cred = NULL;
+  if (ch_auth_cred_from_request(x->req, &cred) != 0) {
+    ch_http_reply_error(x, 401, "missing credential: use Authorization: Bearer <token> or ?token=");
+    return;
+  }
+  ch__http_auth_t *a = ch_xmalloc(sizeof(*a));
+  a->x = x;
+  a->need = need;
+  a->ok = ok;
+  ch_proto_authenticate(x->c->loop, cred, ch__http_auth_cb, a);
+}

@@ -159,14 +159,12 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
     char *text = cJSON_PrintUnformatted(msg);
     ch_client_send_message(cl, conv, text, strlen(text), rid);
     cJSON_free(text);
-  } else if (strcmp(type, "typing") == 0 || strcmp(type, "event") == 0) {
-    int typing = strcmp(type, "typing") == 0;
-    if (typing) {
-      uint64_t now = cl->loop->now_ms;
-      if (now < cl->typing_tokens_ms) return; /* rate-limited: typing signals are advisory */
-      cl->typing_tokens_ms = now + ch_client_settings.typing_gap_ms;
-    }
-    const char *ev = typing ? "typing" : ch__str(m, "event");
+  } else if (strcmp(type, "typing") == 0) {
+    cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "typing");
+    if (ch_client_typing(cl, conv, !cJSON_IsFalse(t)) != 0)
+      ch_client_error(cl, rid, "not_joined", "join the conversation first");
+  } else if (strcmp(type, "event") == 0) {
+    const char *ev = ch__str(m, "event");
     if (ev == NULL) {
       ch_client_error(cl, rid, "invalid", "an event needs an \"event\" name");
       return;
@@ -174,27 +172,21 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
     ch_buf_t b = CH_BUF_INIT;
     char ts[CH_ISO8601_LEN + 1];
     ch_clock_iso8601(ch_clock_wall_ms(), ts);
-    ch_buf_printf(&b, "{\"type\":\"%s\",\"conversationId\":\"", typing ? "typing" : "event");
-    ch_buf_append_json_str(&b, conv, strlen(conv));
-    ch_buf_printf(&b, "\",\"clientId\":\"%llu\",\"source\":\"", (unsigned long long)cl->id);
-    ch_buf_append_json_str(&b, cl->source, strlen(cl->source));
-    ch_buf_append_str(&b, "\",\"userId\":\"");
-    ch_buf_append_json_str(&b, cl->user_id, strlen(cl->user_id));
-    ch_buf_append_str(&b, "\"");
-    if (typing) {
-      cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "typing");
-      ch_buf_printf(&b, ",\"typing\":%s", cJSON_IsFalse(t) ? "false" : "true");
-    } else {
-      ch_buf_append_str(&b, ",\"event\":\"");
-      ch_buf_append_json_str(&b, ev, strlen(ev));
-      ch_buf_append_str(&b, "\",\"payload\":");
-      cJSON *p = cJSON_GetObjectItemCaseSensitive(m, "payload");
-      char *pt = p ? cJSON_PrintUnformatted(p) : NULL;
-      ch_buf_append_str(&b, pt ? pt : "null");
-      cJSON_free(pt);
-    }
+    ch_buf_append_str(&b, "{\"type\":\"event\",\"conversationId\":");
+    ch_buf_append_json_qstr(&b, conv);
+    ch_buf_printf(&b, ",\"clientId\":\"%llu\",\"source\":", (unsigned long long)cl->id);
+    ch_buf_append_json_qstr(&b, cl->source);
+    ch_buf_append_str(&b, ",\"userId\":");
+    ch_buf_append_json_qstr(&b, cl->user_id);
+    ch_buf_append_str(&b, ",\"event\":");
+    ch_buf_append_json_qstr(&b, ev);
+    ch_buf_append_str(&b, ",\"payload\":");
+    cJSON *p = cJSON_GetObjectItemCaseSensitive(m, "payload");
+    char *pt = p ? cJSON_PrintUnformatted(p) : NULL;
+    ch_buf_append_str(&b, pt ? pt : "null");
+    cJSON_free(pt);
     ch_buf_printf(&b, ",\"timestamp\":\"%s\"}", ts);
-    if (ch_client_publish_ephemeral(cl, conv, typing ? "typing" : "event", b.base, b.len) != 0)
+    if (ch_client_publish_ephemeral(cl, conv, "event", b.base, b.len) != 0)
       ch_client_error(cl, rid, "not_joined", "join the conversation first");
     ch_buf_dispose(&b);
   } else {
@@ -259,6 +251,7 @@ static void ch__native_close(ch_ws_t *ws) {
 
 static void ch__native_sweep(ch_ws_t *ws, uint64_t now) {
   ch__native_t *n = ws->udata;
+  ch_client_sweep(&n->cl, now);
   if (!n->cl.authed && !n->auth_pending && now - n->opened_ms >= CH__AUTH_TIMEOUT_MS)
     ch_ws_close(ws, CH_WS_CLOSE_POLICY, "authentication timeout");
 }

@@ -23,6 +23,13 @@ typedef void (*ch_proto_auth_cb)(void *ud, int status, const ch_identity_t *id, 
 /* Authenticate cred; cb runs now (tokens) or later on `loop` (API keys). */
 void ch_proto_authenticate(ch_loop_t *loop, const char *cred, ch_proto_auth_cb cb, void *ud);
 
+/* HTTP routes: authenticate the request's credential (Bearer or ?token=) and
+ * check scopes (any of `need`; 0 = any valid credential). On success calls
+ * ok(x, id) — possibly later, after an API-key lookup; on failure answers
+ * 401/403 with a JSON body itself. */
+typedef void (*ch_proto_http_ok_cb)(ch_http_ctx_t *x, const ch_identity_t *id);
+void ch_proto_http_authenticate(ch_http_ctx_t *x, unsigned need, ch_proto_http_ok_cb ok);
+
 /* Route tables of the profiles. */
 void ch_proto_routes_native(ch_http_router_t *r);
 

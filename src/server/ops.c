@@ -13,6 +13,9 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "http/server.h"
+#include "core/alloc.h"
+#include "hub/hub.h"
+#include "proto/proto.h"
 #include "server/server.h"
 
 static void ch__ops_health(ch_http_ctx_t *x) {
@@ -37,9 +40,66 @@ static void ch__ops_status(ch_http_ctx_t *x) {
   ch_buf_dispose(&b);
 }
 
-static void ch__ops_metrics(ch_http_ctx_t *x) {
+typedef struct {
+  ch_hub_req_t base;
+  ch_http_ctx_t *x;
+  uint64_t conversations, messages;
+  size_t presence_sets;
+} ch__metrics_req_t;
+
+static void ch__metrics_run(ch_hub_t *h, ch_hub_req_t *r) {
+  ch__metrics_req_t *q = (ch__metrics_req_t *)r;
+  r->status = h->store->ops->counts(h->store, &q->conversations, &q->messages);
+  q->presence_sets = h->presence.count;
+}
+
+static void ch__metrics_done(ch_hub_req_t *r);
+
+static void ch__ops_metrics_authed(ch_http_ctx_t *x, const ch_identity_t *id) {
+  ch__metrics_req_t *q = ch_xcalloc(1, sizeof(*q));
+  q->base.run = ch__metrics_run;
+  q->base.done = ch__metrics_done;
+  q->base.loop = x->c->loop;
+  q->x = x;
+  ch_hub_submit(ch_hub, &q->base);
+}
+
+static void ch__ops_metrics(ch_http_ctx_t *x) { ch_proto_http_authenticate(x, CH_SCOPE_ADMIN, ch__ops_metrics_authed); }
+
+static void ch__metrics_done(ch_hub_req_t *r) {
+  ch__metrics_req_t *q = (ch__metrics_req_t *)r;
+  ch_http_ctx_t *x = q->x;
+  if (x->c == NULL) {
+    ch_http_reply_error(x, 500, "gone");
+    return;
+  }
   ch_server_t *s = x->app;
   ch_buf_t b = CH_BUF_INIT;
+  ch_hub_stats_t hs;
+  ch_hub_stats(ch_hub, &hs);
+  ch_buf_printf(&b,
+                "# HELP chorus_conversations Conversations in the store.\n# TYPE chorus_conversations gauge\n"
+                "chorus_conversations %llu\n"
+                "# HELP chorus_messages Messages in the store.\n# TYPE chorus_messages gauge\nchorus_messages %llu\n"
+                "# HELP chorus_presence_sets Conversations and users with someone present.\n"
+                "# TYPE chorus_presence_sets gauge\nchorus_presence_sets %zu\n"
+                "# HELP chorus_store_batches_total Hub batches committed (one transaction each).\n"
+                "# TYPE chorus_store_batches_total counter\nchorus_store_batches_total %llu\n"
+                "# HELP chorus_hub_requests_total Requests run by the hub thread.\n"
+                "# TYPE chorus_hub_requests_total counter\nchorus_hub_requests_total %llu\n"
+                "# HELP chorus_store_batch_size_max Largest batch (requests per transaction).\n"
+                "# TYPE chorus_store_batch_size_max gauge\nchorus_store_batch_size_max %llu\n"
+                "# HELP chorus_store_commit_seconds Time spent committing batches.\n"
+                "# TYPE chorus_store_commit_seconds summary\nchorus_store_commit_seconds_sum %.6f\n"
+                "chorus_store_commit_seconds_count %llu\n"
+                "# HELP chorus_store_commit_seconds_max Slowest commit.\n"
+                "# TYPE chorus_store_commit_seconds_max gauge\nchorus_store_commit_seconds_max %.6f\n"
+                "# HELP chorus_store_commit_failures_total Batches whose commit failed.\n"
+                "# TYPE chorus_store_commit_failures_total counter\nchorus_store_commit_failures_total %llu\n",
+                (unsigned long long)q->conversations, (unsigned long long)q->messages, q->presence_sets,
+                (unsigned long long)hs.batches, (unsigned long long)hs.requests, (unsigned long long)hs.batch_max,
+                hs.commit_us_total / 1e6, (unsigned long long)hs.batches, hs.commit_us_max / 1e6,
+                (unsigned long long)hs.commit_failures);
   ch_buf_printf(&b, "# HELP chorus_uptime_seconds Seconds since the hub started.\n"
                     "# TYPE chorus_uptime_seconds gauge\nchorus_uptime_seconds %llu\n",
                 (unsigned long long)((ch_clock_mono_ms() - s->started_mono_ms) / 1000));

@@ -54,7 +54,16 @@ uint64_t ch_server_stat_total(const ch_server_t *s, size_t offset) {
 }
 
 static void ch__server_on_accept(ch_loop_t *l, ch_conn_t *c) {
+  ch_server_t *s = l->owner;
   if (l->stopping) {
+    ch_conn_close(c);
+    return;
+  }
+  /* max-connections: c is already counted in conns_open. The sum over loops
+   * is read without locking, so the cap is approximate by a few. */
+  if (CH_SERVER_STAT(s, conns_open) > (uint64_t)s->cfg->max_connections) {
+    ch_log_debug("conn %llu (%s): max-connections (%d) reached, refusing", (unsigned long long)c->id,
+                 c->peer, s->cfg->max_connections);
     ch_conn_close(c);
     return;
   }

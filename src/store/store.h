@@ -47,7 +47,10 @@ typedef struct ch_event_s {
   char *conversation_id; /* required */
   uint64_t seq;          /* OUT: assigned on append */
   int kind;              /* ch_event_kind_t */
-  char *id;              /* server id; IN/OUT: generated (UUID v4) when NULL on append */
+  char *id;              /* server id; IN/OUT: generated (UUID v4) when NULL on append.
+                            append() may free() and replace id and body (a generated id,
+                            or the stored event's on a duplicate): on append they must be
+                            NULL or heap strings owned by the struct */
   char *client_id;       /* idempotency key within the conversation, or NULL */
   char *type;            /* custom event type (CH_EV_CUSTOM), else NULL */
   char *role;            /* message role: user|assistant|system|tool, else NULL */
@@ -138,7 +141,7 @@ typedef struct ch_store_ops_s {
   int (*project_get)(ch_store_t *s, const char *id, ch_project_t *out);     /* CH_ENOTFOUND */
   int (*project_list)(ch_store_t *s, const char *user_id /* NULL = all */, ch_project_t **out, size_t *n);
 
-  int (*apikey_put)(ch_store_t *s, const ch_apikey_t *k);
+  int (*apikey_put)(ch_store_t *s, const ch_apikey_t *k);                   /* CH_EEXIST (id or hash taken) */
   int (*apikey_find)(ch_store_t *s, const char *hash, ch_apikey_t *out);    /* CH_ENOTFOUND (also when revoked) */
   int (*apikey_list)(ch_store_t *s, ch_apikey_t **out, size_t *n);
   int (*apikey_revoke)(ch_store_t *s, const char *id);                      /* CH_ENOTFOUND */

@@ -2,6 +2,7 @@
  * main.c — the `chorus` command line: one binary, subcommands.
  *
  *   chorus [serve] [--listen HOST:PORT] [--config FILE] [...]   run the hub (default)
+ *   chorus token|pin|apikey ...                                 credentials (src/cli/credentials.c)
  *   chorus version                                              print the version
  *   chorus help | --help                                        usage
  *
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -21,6 +23,9 @@ static void ch__usage(FILE *f) {
           "usage: chorus <command> [options]\n\n"
           "commands:\n"
           "  serve     run the hub (the default when no command is given)\n"
+          "  token     mint a signed token for a user and device\n"
+          "  pin       issue a 6-digit pairing PIN for a user\n"
+          "  apikey    add, list or revoke API keys\n"
           "  version   print the version\n"
           "  help      this text; `chorus <command> --help` for a command's options\n",
           CH_VERSION);
@@ -72,6 +77,9 @@ int main(int argc, char **argv) {
     return ch__cmd_serve(argc, argv);
   }
   if (strcmp(cmd, "serve") == 0) return ch__cmd_serve(argc > 1 ? argc - 1 : argc, argc > 1 ? argv + 1 : argv);
+  if (strcmp(cmd, "token") == 0) return ch_cli_token(argc - 1, argv + 1);
+  if (strcmp(cmd, "pin") == 0) return ch_cli_pin(argc - 1, argv + 1);
+  if (strcmp(cmd, "apikey") == 0) return ch_cli_apikey(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("chorus %s\n", CH_VERSION);
     return 0;

@@ -14,6 +14,7 @@
 #include "core/map.h"
 #include "hub/ops.h"
 #include "hub/presence.h"
+#include "hub/userchan.h"
 
 ch_client_settings_t ch_client_settings = {10000, 1000, 6000};
 
@@ -198,6 +199,7 @@ static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
     if (j->has_since && (j->epoch_in == NULL || (cv.epoch && strcmp(cv.epoch, j->epoch_in) == 0))) {
       after = j->since;
       if (after > cv.last_seq) reset = 1; /* the client is ahead of us: history was lost */
+      else if (cv.last_seq - after > limit) tail = 1; /* more missed than one sync: the newest, truncated */
     } else {
       reset = j->has_since; /* a seq from another epoch means nothing here */
       tail = 1;
@@ -214,6 +216,8 @@ static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
       goto Exit;
     }
     j->last_seq = cv.last_seq;
+  } else if (j->has_since && j->since > 0) {
+    reset = 1; /* the client has history we do not: deleted, or the store was reset */
   }
   int first = ch_presence_add(h, key, &j->me);
   (void)first;
@@ -360,6 +364,7 @@ void ch_client_leave(ch_client_t *cl, const char *conv) {
 }
 
 void ch_client_dispose(ch_client_t *cl) {
+  ch_userchan_stop(cl); /* the user's other devices hear it went (hub/userchan.h) */
   size_t n = 0;
   ch_list_t *it;
   ch_list_foreach(it, &cl->subs) n++;
@@ -455,15 +460,22 @@ int ch_client_typing(ch_client_t *cl, const char *conv, int typing) {
   ch_csub_t *s = ch_client_sub(cl, conv);
   if (s == NULL || s->state != CH_CSUB_LIVE) return CH_EPERM;
   uint64_t now = cl->loop->now_ms;
-  int was = cl->typing_conv[0] && strcmp(cl->typing_conv, conv) == 0;
+  int was = cl->typing_conv[0] && strcmp(cl->typing_conv, conv) == 0; /* others see us typing here */
   if (!typing) {
-    if (was) cl->typing_conv[0] = '\0';
+    if (!was) return 0; /* nothing to stop: relay nothing (start/stop pairs cannot beat the limit) */
+    cl->typing_conv[0] = '\0';
     return ch__typing_publish(cl, conv, 0);
   }
-  if (cl->typing_conv[0] && !was) ch__typing_publish(cl, cl->typing_conv, 0); /* moved rooms */
+  if (cl->typing_conv[0] && !was) { /* moved rooms: the stop is relayed at once */
+    ch__typing_publish(cl, cl->typing_conv, 0);
+    cl->typing_conv[0] = '\0';
+  }
+  if (now < cl->typing_tokens_ms) { /* inside the gap: relay nothing */
+    if (was) cl->typing_at_ms = now; /* a refresh keeps the relayed start alive */
+    return 0;
+  }
   snprintf(cl->typing_conv, sizeof(cl->typing_conv), "%s", conv);
   cl->typing_at_ms = now;
-  if (was && now < cl->typing_tokens_ms) return 0; /* a refresh inside the gap: keep it, relay nothing */
   cl->typing_tokens_ms = now + ch_client_settings.typing_gap_ms;
   return ch__typing_publish(cl, conv, 1);
 }

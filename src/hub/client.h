@@ -77,6 +77,7 @@ struct ch_client_s {
   uint64_t typing_tokens_ms;     /* typing rate limit: earliest time of the next accepted signal */
   char typing_conv[129];         /* conversation this client is typing in ("" = none) */
   uint64_t typing_at_ms;         /* last typing signal (refresh) for typing_conv */
+  struct ch_userchan_s *userchan; /* owned by hub/userchan.c; NULL unless on the user channel */
 };
 
 /* Register a client on its loop (id = c->id). */

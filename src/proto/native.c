@@ -90,6 +90,67 @@ static int ch__conv_id_ok(const char *c) {
 
 static void ch__inband_auth_cb(void *ud, int status, const ch_identity_t *id, const char *reason);
 
+/* ---- pin: a pairing PIN for profile `relay` (a new device of this user) ------- */
+
+typedef struct {
+  ch_hub_req_t base;
+  uint64_t client_id;
+  char user_id[129];
+  char *req_id;                  /* owned, or NULL */
+  char pin[CH_AUTH_PIN_LEN + 1]; /* out */
+  int64_t expires_ms;            /* out */
+} ch__pin_req_t;
+
+static void ch__pin_run(ch_hub_t *h, ch_hub_req_t *r) {
+  ch__pin_req_t *q = (ch__pin_req_t *)r;
+  int64_t now = ch_clock_wall_ms();
+  q->expires_ms = now + CH_AUTH_PIN_TTL_MS;
+  r->status = ch_auth_pin_issue(h->store, &ch_proto_settings.secret, q->user_id, CH_AUTH_PIN_TTL_MS, now, q->pin);
+}
+
+static void ch__pin_done(ch_hub_req_t *r) {
+  ch__pin_req_t *q = (ch__pin_req_t *)r;
+  ch_client_t *cl = ch_client_find(r->loop, q->client_id);
+  if (cl == NULL) return;
+  if (r->status != 0) {
+    ch_client_error(cl, q->req_id, "store_error", "could not issue a PIN");
+    return;
+  }
+  char exp[CH_ISO8601_LEN + 1];
+  ch_clock_iso8601(q->expires_ms, exp);
+  ch_buf_t b = CH_BUF_INIT;
+  ch_buf_append_str(&b, "{\"type\":\"pin\"");
+  if (q->req_id) {
+    ch_buf_append_str(&b, ",\"id\":");
+    ch_buf_append_json_qstr(&b, q->req_id);
+  }
+  ch_buf_printf(&b, ",\"pin\":\"%s\",\"expiresAt\":\"%s\"}", q->pin, exp);
+  cl->ops->send_json(cl, b.base, b.len);
+  ch_buf_dispose(&b);
+}
+
+static void ch__pin_free(ch_hub_req_t *r) {
+  ch__pin_req_t *q = (ch__pin_req_t *)r;
+  free(q->req_id);
+  free(q);
+}
+
+static void ch__native_pin(ch_client_t *cl, const char *rid) {
+  if (!(cl->scopes & (CH_SCOPE_WRITE | CH_SCOPE_ADMIN))) {
+    ch_client_error(cl, rid, "forbidden", "a PIN pairs a device that may write: this credential may not");
+    return;
+  }
+  ch__pin_req_t *q = ch_xcalloc(1, sizeof(*q));
+  q->base.run = ch__pin_run;
+  q->base.done = ch__pin_done;
+  q->base.free_cb = ch__pin_free;
+  q->base.loop = cl->loop;
+  q->client_id = cl->id;
+  snprintf(q->user_id, sizeof(q->user_id), "%s", cl->user_id);
+  q->req_id = rid ? ch_xstrdup(rid) : NULL;
+  ch_hub_submit(ch_hub, &q->base);
+}
+
 static void ch__native_handle(ch__native_t *n, cJSON *m) {
   ch_client_t *cl = &n->cl;
   const char *type = ch__str(m, "type");
@@ -130,6 +191,10 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
     ch_client_error(cl, rid, "invalid", "already authenticated");
     return;
   }
+  if (strcmp(type, "pin") == 0) {
+    ch__native_pin(cl, rid);
+    return;
+  }
   if (!ch__conv_id_ok(conv)) {
     ch_client_error(cl, rid, "invalid", "\"conversationId\" must be a string of 1..128 bytes");
     return;
@@ -141,9 +206,10 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
     }
     cJSON *since = cJSON_GetObjectItemCaseSensitive(m, "since");
     cJSON *limit = cJSON_GetObjectItemCaseSensitive(m, "limit");
-    if ((since && !(cJSON_IsNumber(since) && since->valuedouble >= 0)) ||
-        (limit && !(cJSON_IsNumber(limit) && limit->valuedouble >= 0))) {
-      ch_client_error(cl, rid, "invalid", "\"since\" and \"limit\" must be non-negative numbers");
+    /* 2^53: beyond it a double is no exact integer, and the casts below would be undefined. */
+    if ((since && !(cJSON_IsNumber(since) && since->valuedouble >= 0 && since->valuedouble <= 9007199254740992.0)) ||
+        (limit && !(cJSON_IsNumber(limit) && limit->valuedouble >= 0 && limit->valuedouble <= 9007199254740992.0))) {
+      ch_client_error(cl, rid, "invalid", "\"since\" and \"limit\" must be numbers in 0..2^53");
       return;
     }
     ch_client_join(cl, conv, since != NULL, since ? (uint64_t)since->valuedouble : 0,

@@ -3,6 +3,7 @@
  *
  *   chorus [serve] [--listen HOST:PORT] [--config FILE] [...]   run the hub (default)
  *   chorus token|pin|apikey ...                                 credentials (src/cli/credentials.c)
+ *   chorus export|import ...                                    JSON export and restore (src/cli/export.c)
  *   chorus version                                              print the version
  *   chorus help | --help                                        usage
  *
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/export.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -26,6 +28,8 @@ static void ch__usage(FILE *f) {
           "  token     mint a signed token for a user and device\n"
           "  pin       issue a 6-digit pairing PIN for a user\n"
           "  apikey    add, list or revoke API keys\n"
+          "  export    write conversations as JSON (chorus format, or one file each as profile unified)\n"
+          "  import    restore an export, or a folder of unified per-conversation files\n"
           "  version   print the version\n"
           "  help      this text; `chorus <command> --help` for a command's options\n",
           CH_VERSION);
@@ -80,6 +84,8 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "token") == 0) return ch_cli_token(argc - 1, argv + 1);
   if (strcmp(cmd, "pin") == 0) return ch_cli_pin(argc - 1, argv + 1);
   if (strcmp(cmd, "apikey") == 0) return ch_cli_apikey(argc - 1, argv + 1);
+  if (strcmp(cmd, "export") == 0) return ch_cli_export(argc - 1, argv + 1);
+  if (strcmp(cmd, "import") == 0) return ch_cli_import(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("chorus %s\n", CH_VERSION);
     return 0;

@@ -239,6 +239,9 @@ int ch_server_run(const ch_config_t *cfg) {
   ch_server_routes_ops(s->router);
   ch_server_routes_test(s->router);
   ch_proto_routes_native(s->router);
+  ch_proto_routes_rest(s->router);
+  ch_proto_routes_devsync(s->router);
+  ch_proto_routes_relay(s->router);
   ch__server_apply_settings(s, cfg);
 
   int n = cfg->threads > 0 ? cfg->threads : (int)uv_available_parallelism();

@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -116,9 +115,22 @@ class Hub:
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
 
+    def token(self, scopes="admin", user="e2e-admin", device="e2e"):
+        """A JWT signed with this hub's secret (`chorus token` on its data directory)."""
+        key = (scopes, user, device)
+        cache = self.__dict__.setdefault("_tokens", {})
+        if key not in cache:
+            r = subprocess.run([CHORUS_BIN, "token", "--user", user, "--device", device,
+                                "--scopes", scopes, "--ttl", "1h", "--data-dir", self.data_dir],
+                               capture_output=True, text=True, timeout=10)
+            assert r.returncode == 0, r.stderr
+            cache[key] = r.stdout.strip().splitlines()[-1]
+        return cache[key]
+
     def metrics(self):
-        """/metrics as {sample name (with labels): float}; asserts the exposition parses."""
-        status, headers, body = self.get("/metrics")
+        """/metrics (with an admin token) as {sample name (with labels): float};
+        asserts the exposition parses."""
+        status, headers, body = self.get("/metrics", {"Authorization": "Bearer " + self.token()})
         assert status == 200, (status, body)
         return parse_metrics(body.decode())
 
@@ -178,6 +190,18 @@ def hub(request):
         _report(request, [h])
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer")
+
+
+def sanitizer_report(text):
+    """The first sanitizer report line in a process's output, or None."""
+    for line in text.splitlines():
+        if any(m in line for m in SANITIZER_MARKS):
+            return line
+    return None
+
+
 def _report(request, hubs):
     failed = getattr(request.node, "rep_call", None)
     failed = failed is not None and failed.failed
@@ -188,6 +212,8 @@ def _report(request, hubs):
             print(f"---- chorus log (port {h.port}) ----\n" + h.logs())
         if rc not in (0, None) and not getattr(h, "expect_nonzero_exit", False):
             problems.append("chorus did not exit cleanly (rc=%s):\n%s" % (rc, h.logs()))
+        elif sanitizer_report(h.logs()):
+            problems.append("sanitizer report:\n" + h.logs())
         h.close()
     assert not problems, "\n".join(problems)
 

@@ -102,11 +102,35 @@ int ch_loop_init(ch_loop_t *l, int id, void *owner, ch_loop_accept_cb on_accept)
   return 0;
 }
 
+static int ch__loop_addr(const char *host, int port, struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof(*ss));
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 0;
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) return 0;
+  return CH_EINVAL;
+}
+
+int ch_loop_probe(const char *host, int port) {
+  struct sockaddr_storage ss;
+  if (ch__loop_addr(host, port, &ss) != 0) {
+    ch_log_error("listen: '%s' is not an IP address", host);
+    return CH_EINVAL;
+  }
+  /* Without SO_REUSEPORT: fails if anything (another chorus included) holds the port. */
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return CH_EIO;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  socklen_t alen = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  int rc = bind(fd, (struct sockaddr *)&ss, alen) == 0 ? 0 : CH_EBUSY;
+  if (rc) ch_log_error("listen on %s:%d: %s", host, port, strerror(errno));
+  close(fd);
+  return rc;
+}
+
 int ch_loop_listen(ch_loop_t *l, const char *host, int port, int backlog) {
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof(ss));
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+  if (ch__loop_addr(host, port, &ss) != 0) {
     ch_log_error("listen: '%s' is not an IP address", host);
     return CH_EINVAL;
   }

@@ -61,6 +61,10 @@ struct ch_loop_s {
 
 /* Set up a loop (not yet running). Returns 0 or a CH_E* code. */
 int ch_loop_init(ch_loop_t *l, int id, void *owner, ch_loop_accept_cb on_accept);
+/* Check that host:port is free (nothing, not even another chorus, listens
+ * there): SO_REUSEPORT would otherwise let a second hub silently share it.
+ * 0, CH_EBUSY or CH_EINVAL (logged). */
+int ch_loop_probe(const char *host, int port);
 /* Bind a SO_REUSEPORT listener on host:port. Returns 0, CH_EIO (errno logged). */
 int ch_loop_listen(ch_loop_t *l, const char *host, int port, int backlog);
 /* The owner runs uv_run(&l->uv) on l->thread. Wait for that thread to end,

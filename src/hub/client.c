@@ -75,7 +75,15 @@ static void ch__csub_push(ch_csub_t *s, ch_bcast_t *b) {
   s->buf[s->nbuf++] = b;
 }
 
+/* A conversation deleted (and maybe re-created) starts over at seq 1. */
+static int ch__bcast_is_delete(const ch_bcast_t *b) {
+  static const char op[] = "\"op\":\"deleted\"";
+  size_t n = b->json->len < 64 ? b->json->len : 64;
+  return b->seq == 0 && strcmp(b->type, "conversation") == 0 && memmem(b->json->data, n, op, sizeof(op) - 1);
+}
+
 static void ch__csub_deliver_one(ch_csub_t *s, ch_bcast_t *b) {
+  if (ch__bcast_is_delete(b)) s->last_seq = 0;
   if (b->exclude_client == s->client->id) return;
   if (b->seq) {
     if (b->seq <= s->last_seq) return; /* already delivered (catch-up and live overlap) */

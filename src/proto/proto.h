@@ -32,5 +32,8 @@ void ch_proto_http_authenticate(ch_http_ctx_t *x, unsigned need, ch_proto_http_o
 
 /* Route tables of the profiles. */
 void ch_proto_routes_native(ch_http_router_t *r);
+void ch_proto_routes_rest(ch_http_router_t *r); /* REST, SSE, /ws/stats, /api/chat (rest.c) */
+void ch_proto_routes_devsync(ch_http_router_t *r); /* profile device-sync: /ws/devices (devsync.c) */
+void ch_proto_routes_relay(ch_http_router_t *r);   /* profile relay: /ws/relay (relay.c) */
 
 #endif

@@ -198,6 +198,10 @@ int ch_server_run(const ch_config_t *cfg) {
   int rc = 1;
 
   signal(SIGPIPE, SIG_IGN);
+  if (ch_loop_probe(cfg->listen_host, cfg->listen_port) != 0) {
+    ch_log_error("cannot listen on %s:%u (is another hub running there?)", cfg->listen_host, cfg->listen_port);
+    return 1;
+  }
   if (cfg->tls_cert[0]) {
     ch_buf_t err = CH_BUF_INIT;
     if (ch_tls_setup(cfg->tls_cert, cfg->tls_key, &err) != 0) {

@@ -99,7 +99,8 @@ typedef struct ch_apikey_s {
 typedef struct ch_conv_query_s {
   const char *user_id;    /* only conversations this user owns or is a member of; NULL = all (admin) */
   const char *project_id; /* only this project; NULL = any */
-  const char *search;     /* FTS5 query over message content (matching conversations); NULL = none */
+  const char *search;     /* FTS5 query over message content (matching conversations); NULL or "" =
+                             none; a query FTS5 rejects is CH_EINVAL */
   size_t limit;           /* 0 = 100 */
   size_t offset;
 } ch_conv_query_t;
@@ -123,7 +124,8 @@ typedef struct ch_store_ops_s {
   int (*append)(ch_store_t *s, ch_event_t *ev, ch_buf_t *err);
   /* Events with seq > after, oldest first, at most limit (0 = no limit); with
    * tail = 1 the NEWEST `limit` events after `after`, still oldest first.
-   * *out is an owned array of owned events (ch_store_events_free). */
+   * *out is an owned array of owned events (ch_store_events_free); an unknown
+   * conversation has no events (0, *n = 0). */
   int (*events)(ch_store_t *s, const char *conv_id, uint64_t after, size_t limit, int tail,
                 ch_event_t **out, size_t *n);
   /* One event by seq. CH_ENOTFOUND. */
@@ -135,11 +137,11 @@ typedef struct ch_store_ops_s {
   /* Delete a conversation and all its events; a later one with the same id gets a new epoch. */
   int (*conv_delete)(ch_store_t *s, const char *id);                        /* CH_ENOTFOUND */
   int (*conv_list)(ch_store_t *s, const ch_conv_query_t *q, ch_conv_t **out, size_t *n);
-  int (*member_set)(ch_store_t *s, const char *conv_id, const char *user_id, const char *role /* NULL = remove */);
+  int (*member_set)(ch_store_t *s, const char *conv_id, const char *user_id, const char *role /* NULL = remove */); /* CH_ENOTFOUND (conversation) */
 
   int (*project_put)(ch_store_t *s, const ch_project_t *p, int *created);
   int (*project_get)(ch_store_t *s, const char *id, ch_project_t *out);     /* CH_ENOTFOUND */
-  int (*project_list)(ch_store_t *s, const char *user_id /* NULL = all */, ch_project_t **out, size_t *n);
+  int (*project_list)(ch_store_t *s, const char *user_id /* owner; NULL = all */, ch_project_t **out, size_t *n);
 
   int (*apikey_put)(ch_store_t *s, const ch_apikey_t *k);                   /* CH_EEXIST (id or hash taken) */
   int (*apikey_find)(ch_store_t *s, const char *hash, ch_apikey_t *out);    /* CH_ENOTFOUND (also when revoked) */
@@ -147,6 +149,7 @@ typedef struct ch_store_ops_s {
   int (*apikey_revoke)(ch_store_t *s, const char *id);                      /* CH_ENOTFOUND */
 
   /* PINs are stored hashed; take = verify and consume (single use). */
+  /* CH_EEXIST when a live PIN has the same hash (the caller draws another). */
   int (*pin_put)(ch_store_t *s, const char *pin_hash, const char *user_id, int64_t expires_ms);
   int (*pin_take)(ch_store_t *s, const char *pin_hash, int64_t now_ms, char **user_id); /* CH_ENOTFOUND (absent, used or expired) */
 

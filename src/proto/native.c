@@ -25,6 +25,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "hub/client.h"
+#include "hub/userchan.h"
 #include "proto/proto.h"
 #include "ws/session.h"
 
@@ -193,6 +194,17 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
   }
   if (strcmp(type, "pin") == 0) {
     ch__native_pin(cl, rid);
+    return;
+  }
+  if (strcmp(type, "subscribe") == 0) {
+    const char *channel = ch__str(m, "channel");
+    if (channel == NULL || strcmp(channel, "user") != 0) {
+      ch_client_error(cl, rid, "invalid", "subscribe needs \"channel\":\"user\"");
+      return;
+    }
+    int r = ch_userchan_start(cl, &ch_userchan_native_ops, rid);
+    if (r == CH_EEXIST) ch_client_error(cl, rid, "invalid", "already subscribed to the user channel");
+    else if (r != 0) ch_client_error(cl, rid, "invalid", "this credential names no user");
     return;
   }
   if (!ch__conv_id_ok(conv)) {

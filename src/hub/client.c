@@ -240,12 +240,30 @@ static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
   }
   ch_buf_append_str(b, ",\"conversationId\":");
   ch_buf_append_json_qstr(b, j->conv);
+  /* "data" holds the messages (what profile `unified` renders); other stored
+   * events (custom events, ...) follow in "events", each with its seq. */
   ch_buf_append_str(b, ",\"data\":[");
+  size_t nother = 0, k = 0;
   for (size_t i = 0; i < n; i++) {
-    if (i) ch_buf_append_byte(b, ',');
+    if (evs[i].kind != CH_EV_MESSAGE) {
+      nother++;
+      continue;
+    }
+    if (k++) ch_buf_append_byte(b, ',');
     ch_hub_event_json(b, &evs[i]);
   }
-  ch_buf_printf(b, "],\"lastSeq\":%llu", (unsigned long long)j->last_seq);
+  ch_buf_append_byte(b, ']');
+  if (nother) {
+    ch_buf_append_str(b, ",\"events\":[");
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (evs[i].kind == CH_EV_MESSAGE) continue;
+      if (k++) ch_buf_append_byte(b, ',');
+      ch_hub_event_json(b, &evs[i]);
+    }
+    ch_buf_append_byte(b, ']');
+  }
+  ch_buf_printf(b, ",\"lastSeq\":%llu", (unsigned long long)j->last_seq);
   if (exists && cv.epoch) {
     ch_buf_append_str(b, ",\"epoch\":");
     ch_buf_append_json_qstr(b, cv.epoch);
@@ -434,6 +452,17 @@ void ch_client_send_message(ch_client_t *cl, const char *conv, const char *messa
   ch_msg_in_t in = {.conv = conv, .message_json = message_json, .len = len, .user_id = cl->user_id,
                     .device_id = cl->device_id, .source = cl->source, .scopes = cl->scopes};
   ch_hub_send_message(cl->loop, &in, ch__send_cb, sc);
+}
+
+void ch_client_store_event(ch_client_t *cl, const char *conv, const char *event_name, const char *doc,
+                           size_t len, const char *req_id) {
+  ch__send_ctx_t *sc = ch_xcalloc(1, sizeof(*sc));
+  sc->client_id = cl->id;
+  sc->loop = cl->loop;
+  sc->req_id = req_id ? ch_xstrdup(req_id) : NULL;
+  ch_msg_in_t in = {.conv = conv, .message_json = doc, .len = len, .user_id = cl->user_id,
+                    .device_id = cl->device_id, .source = cl->source, .scopes = cl->scopes};
+  ch_hub_store_event(cl->loop, &in, event_name, ch__send_cb, sc);
 }
 
 int ch_client_publish_ephemeral(ch_client_t *cl, const char *conv, const char *type, const char *json,

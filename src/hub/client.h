@@ -99,6 +99,10 @@ ch_csub_t *ch_client_sub(ch_client_t *cl, const char *conv);
  * The ack (native: when req_id is set) or error comes back as a JSON frame. */
 void ch_client_send_message(ch_client_t *cl, const char *conv, const char *message_json, size_t len,
                             const char *req_id);
+/* Store a custom event document (native JSON, borrowed) with the next seq;
+ * acked (with req_id) like a message. */
+void ch_client_store_event(ch_client_t *cl, const char *conv, const char *event_name, const char *doc,
+                           size_t len, const char *req_id);
 /* Ephemeral broadcast to a joined conversation (typing, custom events): not stored. */
 int ch_client_publish_ephemeral(ch_client_t *cl, const char *conv, const char *type, const char *json,
                                 size_t len);

@@ -87,7 +87,12 @@ static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
   }
   if (ch_presence_claim(h, key)) ch_presence_set_claim(h, key, NULL); /* it exists now */
   ch_hub_event_json(&q->stored, &q->ev);
-  if (!q->ev.duplicate) {
+  if (!q->ev.duplicate && q->ev.kind == CH_EV_CUSTOM) {
+    /* The stored document is the broadcast itself. */
+    ch_bcast_t *bc = ch_bcast_new("event", "chat", q->ev.conversation_id, q->ev.seq,
+                                  ch_chunk_from(q->stored.base, q->stored.len));
+    ch_hub_publish(h, key, bc);
+  } else if (!q->ev.duplicate) {
     ch_buf_t b = CH_BUF_INIT;
     ch_buf_append_str(&b, "{\"type\":\"message\",\"conversationId\":");
     ch_buf_append_json_qstr(&b, q->ev.conversation_id);
@@ -197,5 +202,33 @@ void ch_hub_send_message(ch_loop_t *loop, const ch_msg_in_t *in, ch_msg_cb cb, v
   q->ev.body = ch_xstrdup(body);
   cJSON_free(body);
   cJSON_Delete(m);
+  ch_hub_submit(ch_hub, &q->base);
+}
+
+void ch_hub_store_event(ch_loop_t *loop, const ch_msg_in_t *in, const char *event_name, ch_msg_cb cb,
+                        void *ud) {
+  ch__send_req_t *q = ch_xcalloc(1, sizeof(*q));
+  q->cb = cb;
+  q->ud = ud;
+  q->ev.conversation_id = ch_xstrdup(in->conv);
+  if (!(in->scopes & (CH_SCOPE_WRITE | CH_SCOPE_ADMIN))) {
+    ch__send_answer(q, CH_EPERM, "forbidden", "this credential may not write");
+    ch__send_free(&q->base);
+    return;
+  }
+  char uuid[37];
+  ch_uuid4(uuid);
+  q->base.run = ch__send_run;
+  q->base.done = ch__send_done;
+  q->base.free_cb = ch__send_free;
+  q->base.loop = loop;
+  q->scopes = in->scopes;
+  q->ev.kind = CH_EV_CUSTOM;
+  q->ev.id = ch_xstrdup(uuid);
+  q->ev.type = ch_xstrdup(event_name);
+  q->ev.source = in->source ? ch_xstrdup(in->source) : NULL;
+  q->ev.user_id = ch_xstrdup(in->user_id);
+  q->ev.device_id = in->device_id ? ch_xstrdup(in->device_id) : NULL;
+  q->ev.body = ch_xstrndup(in->message_json, in->len);
   ch_hub_submit(ch_hub, &q->base);
 }

@@ -52,4 +52,11 @@ typedef void (*ch_msg_cb)(void *ud, const ch_msg_out_t *out);
  * then call cb. Idempotent on message.id. */
 void ch_hub_send_message(ch_loop_t *loop, const ch_msg_in_t *in, ch_msg_cb cb, void *ud);
 
+/* Store a custom event durably (kind CH_EV_CUSTOM, type = event name) and
+ * broadcast it to "c:<conv>" with its seq: the stored document is `doc` (the
+ * native {"type":"event",...} JSON, borrowed) with "seq" put first. Same ACL
+ * and callback as ch_hub_send_message (out->message_json is the stored document). */
+void ch_hub_store_event(ch_loop_t *loop, const ch_msg_in_t *in, const char *event_name, ch_msg_cb cb,
+                        void *ud);
+
 #endif

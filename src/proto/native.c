@@ -264,8 +264,12 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
     ch_buf_append_str(&b, pt ? pt : "null");
     cJSON_free(pt);
     ch_buf_printf(&b, ",\"timestamp\":\"%s\"}", ts);
-    if (ch_client_publish_ephemeral(cl, conv, "event", b.base, b.len) != 0)
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "store"))) {
+      /* Stored: it becomes a conversation event with the next seq, acked like a message. */
+      ch_client_store_event(cl, conv, ev, b.base, b.len, rid);
+    } else if (ch_client_publish_ephemeral(cl, conv, "event", b.base, b.len) != 0) {
       ch_client_error(cl, rid, "not_joined", "join the conversation first");
+    }
     ch_buf_dispose(&b);
   } else {
     char msg[96];

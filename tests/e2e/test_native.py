@@ -729,3 +729,53 @@ def test_signed_tokens_from_chorus_token(make_hub, tmp_path):
         resp = _upgrade(hub, ws_path("web", "alice:laptop"))
         assert resp.status == 401, resp
     run(go())
+
+
+def test_stored_custom_event_gets_a_seq_and_comes_back_on_resume(make_hub):
+    """A custom event with "store": true is durable: it is acked with the next seq,
+    broadcast with that seq, and a later join returns it in "events" (not in the
+    message list that profile `unified` renders)."""
+    import asyncio
+    import json
+
+    import websockets
+
+    hub = make_hub("--insecure-dev")
+
+    async def go():
+        url = hub.ws_url("/ws?source=test&token=ev:one")
+        async with websockets.connect(url) as a, websockets.connect(
+            hub.ws_url("/ws?source=test&token=ev:two")
+        ) as b:
+            await a.recv()
+            await b.recv()
+            for ws in (a, b):
+                await ws.send(json.dumps({"type": "join", "conversationId": "ev-1"}))
+                assert json.loads(await ws.recv())["type"] == "sync"
+            await a.recv()  # presence of b
+            await a.send(json.dumps({"type": "message", "conversationId": "ev-1",
+                                     "message": {"content": "hi"}, "id": "m1"}))
+            await a.send(json.dumps({"type": "event", "conversationId": "ev-1", "event": "progress",
+                                     "payload": {"pct": 40}, "store": True, "id": "e1"}))
+            got = {}
+            while "e1" not in got:
+                f = json.loads(await a.recv())
+                if f["type"] == "ack":
+                    got[f["id"]] = f
+            assert got["m1"]["seq"] == 1 and got["e1"]["seq"] == 2
+            seen = []
+            while len(seen) < 2:
+                f = json.loads(await b.recv())
+                if f["type"] in ("message", "event"):
+                    seen.append(f)
+            assert seen[1]["type"] == "event" and seen[1]["seq"] == 2
+            assert seen[1]["event"] == "progress" and seen[1]["payload"] == {"pct": 40}
+        async with websockets.connect(hub.ws_url("/ws?source=test&token=ev:three")) as c:
+            await c.recv()
+            await c.send(json.dumps({"type": "join", "conversationId": "ev-1"}))
+            s = json.loads(await c.recv())
+            assert [m["seq"] for m in s["data"]] == [1]
+            assert [e["seq"] for e in s["events"]] == [2] and s["events"][0]["event"] == "progress"
+            assert s["lastSeq"] == 2
+
+    asyncio.run(asyncio.wait_for(go(), 20))

@@ -19,7 +19,7 @@
  * Every wait has a time bound; a hung server fails the test instead of the run.
  * Node's test runner only picks *.test.mjs files, so this module is not a test.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -91,6 +91,22 @@ export class Hub {
   }
 
   url(p = '/') { return `http://127.0.0.1:${this.port}${p}`; }
+
+  /** An admin token minted with `chorus token` on this hub's data directory. */
+  adminToken() {
+    if (!this._admin) {
+      this._admin = execFileSync(CHORUS_BIN, ['token', '--user', 'admin', '--device', 'node-tests',
+        '--scopes', 'admin', '--ttl', '3600', '--data-dir', this.dataDir]).toString().trim();
+    }
+    return this._admin;
+  }
+
+  /** GET /metrics (admin credential) as text. */
+  async metrics() {
+    const r = await fetch(this.url('/metrics'), { headers: { Authorization: `Bearer ${this.adminToken()}` } });
+    assert.equal(r.status, 200, `GET /metrics answered ${r.status}`);
+    return r.text();
+  }
   wsUrl(p) { return `ws://127.0.0.1:${this.port}${p}`; }
   logs() { return Buffer.concat(this.out).toString('utf8'); }
 

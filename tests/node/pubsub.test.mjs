@@ -50,7 +50,7 @@ describe('pub/sub', () => {
       const other = await subscribe(hub, 'room-b', 1);
       const pub = await Client.open(hub.wsUrl('/bench/pub?channel=room-a'));
       /* The subscribers must be spread over both event loops for this to test cross-loop fan-out. */
-      const metrics = await (await fetch(hub.url('/metrics'))).text();
+      const metrics = await hub.metrics();
       for (const loop of ['0', '1']) {
         const m = metrics.match(new RegExp(`^chorus_ws_open\\{loop="${loop}"\\} (\\d+)$`, 'm'));
         assert.ok(m && Number(m[1]) > 0, `no WebSocket on loop ${loop}:\n${metrics}`);

@@ -34,11 +34,17 @@ ch_conn_t *ch__conn_new(ch_loop_t *l) {
 /* ---- output queue ------------------------------------------------------ */
 
 static void ch__q_push(ch_conn_t *c, ch_chunk_t *k) {
+  if (c->qcap == 0) {
+    /* The common case — a few frames per turn — needs no allocation. */
+    c->q = c->qinline;
+    c->qcap = CH_OUTQ_INLINE;
+    c->qhead = 0;
+  }
   if (c->qcount == c->qcap) {
-    uint32_t ncap = c->qcap ? c->qcap * 2 : 8;
+    uint32_t ncap = c->qcap * 2;
     ch_outq_item_t *nq = ch_xmalloc(ncap * sizeof(*nq));
     for (uint32_t i = 0; i < c->qcount; i++) nq[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
-    free(c->q);
+    if (c->q != c->qinline) free(c->q);
     c->q = nq;
     c->qcap = ncap;
     c->qhead = 0;
@@ -65,7 +71,7 @@ static void ch__q_consume(ch_conn_t *c, size_t n) {
   }
   if (c->qcount == 0) {
     /* Drained: give the ring back so idle connections hold no queue. */
-    free(c->q);
+    if (c->q != c->qinline) free(c->q);
     c->q = NULL;
     c->qcap = c->qhead = 0;
   }
@@ -96,7 +102,7 @@ static void ch__q_clear(ch_conn_t *c, int keep_started) {
     c->qcount--;
   }
   if (c->qcount == 0) {
-    free(c->q);
+    if (c->q != c->qinline) free(c->q);
     c->q = NULL;
     c->qcap = c->qhead = 0;
   }

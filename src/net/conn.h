@@ -57,6 +57,8 @@ typedef struct ch_conn_proto_s {
   void (*on_close)(ch_conn_t *c);
 } ch_conn_proto_t;
 
+#define CH_OUTQ_INLINE 4 /* queue slots inside the connection (power of two) */
+
 typedef struct {
   ch_chunk_t *chunk; /* one reference owned by the queue */
   size_t off;        /* bytes of chunk already written */
@@ -70,7 +72,9 @@ struct ch_conn_s {
   ch_tls_t *tls;                 /* owned; NULL for plain TCP */
   ch_list_t node;                /* in loop->conns */
   ch_list_t pending_node;        /* in loop->pending while output waits */
-  ch_outq_item_t *q;             /* owned ring, allocated on first send, freed when drained */
+  ch_outq_item_t *q;             /* the ring: qinline, or owned heap memory past CH_OUTQ_INLINE items
+                                    (freed when drained); NULL when empty */
+  ch_outq_item_t qinline[CH_OUTQ_INLINE]; /* small ring without allocation */
   uint32_t qhead, qcount, qcap;  /* ring indexes; qcap is a power of two */
   size_t qbytes;                 /* unwritten bytes queued */
   size_t inflight_bytes;         /* bytes handed to the uv_write in flight */

@@ -83,6 +83,7 @@ static const ch__key_t ch__keys[] = {
   {.key = "tls-cert", .type = CH__T_PATH, .off = CH__F(tls_cert), .def = "", .help = "PEM certificate chain; with tls-key enables TLS; empty = plain TCP"},
   {.key = "tls-key", .type = CH__T_PATH, .off = CH__F(tls_key), .def = "", .help = "PEM private key of tls-cert"},
   {.key = "origins", .type = CH__T_LIST, .off = CH__F(origins), .def = "", .metavar = "ORIGIN", .check = ch__check_origin, .expect = "an origin like https://app.example.com (scheme://host[:port], no path)", .help = "allowed browser Origin, repeatable; none = any"},
+  {.key = "agent", .type = CH__T_LIST, .off = CH__F(agents), .def = "", .metavar = "NAME=KIND[:ARG]", .help = "an AI agent, repeatable: KIND is echo, exec, openai or anthropic; options follow as ;key=value (docs/AGENTS.md)"},
   {.key = "test-endpoints", .type = CH__T_BOOL, .off = CH__F(test_endpoints), .def = "false", .help = "expose test-only HTTP endpoints (never in production)"},
   {.key = "insecure-dev", .type = CH__T_BOOL, .off = CH__F(insecure_dev), .def = "false", .help = "development shortcuts such as literal userId:deviceId tokens"},
   {.key = "log-level", .type = CH__T_ENUM, .off = CH__F(log_level), .def = "info", .choices = "error|warn|info|debug", .help = "least severe log records written"},

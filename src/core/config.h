@@ -57,6 +57,7 @@ typedef struct ch_config_s {
   char *tls_cert;               /* PEM certificate chain path; "" = plain TCP */
   char *tls_key;                /* PEM private key path; set exactly when tls_cert is */
   ch_config_list_t origins;     /* allowed Origin header values; empty = any */
+  ch_config_list_t agents;      /* agent specs "NAME=KIND[:ARG][;key=value]..." (checked by src/agent/) */
   char *data_dir;               /* state directory, never "" */
   char *static_dir;             /* web assets served over HTTP; "" = none */
   bool test_endpoints;          /* expose test-only HTTP endpoints */

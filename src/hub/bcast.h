@@ -32,6 +32,8 @@ typedef struct ch_bcast_s {
   uint64_t seq;            /* conversation seq; 0 for ephemeral events (presence, typing) */
   uint64_t exclude_client; /* client id that must not get it (0: none) */
   char type[24];           /* "message", "presence", "typing", "event", ... (SSE event name) */
+  char stream_id[37];      /* agent stream chunks: the stream ("" otherwise) */
+  uint32_t stream_index;   /* agent stream chunks: the chunk index (0 otherwise) */
   char *resource;          /* owned: relay resource ("chat", "project") */
   char *resource_id;       /* owned: conversation or project id */
   ch_chunk_t *json;        /* owned reference: the native JSON text */

@@ -85,6 +85,10 @@ static int ch__bcast_is_delete(const ch_bcast_t *b) {
 static void ch__csub_deliver_one(ch_csub_t *s, ch_bcast_t *b) {
   if (ch__bcast_is_delete(b)) s->last_seq = 0;
   if (b->exclude_client == s->client->id) return;
+  if (b->stream_index) {
+    for (size_t i = 0; i < s->nmarks; i++)
+      if (strcmp(s->marks[i].id, b->stream_id) == 0 && b->stream_index <= s->marks[i].index) return;
+  }
   if (b->seq) {
     if (b->seq <= s->last_seq) return; /* already delivered (catch-up and live overlap) */
     s->last_seq = b->seq;
@@ -131,6 +135,8 @@ typedef struct {
   unsigned scopes;
   /* out */
   uint64_t last_seq;
+  ch_agent_stream_mark_t marks[4];
+  size_t nmarks;
   ch_buf_t sync;   /* the sync JSON document */
   const char *code;
 } ch__join_req_t;
@@ -271,6 +277,11 @@ static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
   if (j->has_since && !reset) ch_buf_printf(b, ",\"since\":%llu", (unsigned long long)j->since);
   if (reset) ch_buf_append_str(b, ",\"reset\":true");
   if (n > 0 && evs[0].seq > (j->has_since && !reset ? j->since : 0) + 1) ch_buf_append_str(b, ",\"truncated\":true");
+  j->nmarks = ch_agent_streams_snapshot(j->conv, j->marks, CH_ARRAY_SIZE(j->marks));
+  if (j->nmarks) {
+    ch_buf_append_str(b, ",\"streams\":");
+    ch_agent_streams_json(j->conv, b);
+  }
   ch_buf_append_str(b, ",\"presence\":");
   ch_presence_json(h, key, b);
   ch_buf_append_byte(b, '}');
@@ -291,6 +302,8 @@ static void ch__join_done(ch_hub_req_t *r) {
     return;
   }
   s->last_seq = j->last_seq;
+  memcpy(s->marks, j->marks, sizeof(s->marks));
+  s->nmarks = j->nmarks;
   cl->ops->joined(cl, s, j->req_id, j->sync.base, j->sync.len);
   s->state = CH_CSUB_LIVE;
   for (size_t i = 0; i < s->nbuf; i++) {
@@ -444,13 +457,14 @@ Exit:
 }
 
 void ch_client_send_message(ch_client_t *cl, const char *conv, const char *message_json, size_t len,
-                            const char *req_id) {
+                            const char *req_id, const char *agent) {
   ch__send_ctx_t *sc = ch_xcalloc(1, sizeof(*sc));
   sc->client_id = cl->id;
   sc->loop = cl->loop;
   sc->req_id = req_id ? ch_xstrdup(req_id) : NULL;
   ch_msg_in_t in = {.conv = conv, .message_json = message_json, .len = len, .user_id = cl->user_id,
-                    .device_id = cl->device_id, .source = cl->source, .scopes = cl->scopes};
+                    .device_id = cl->device_id, .source = cl->source, .scopes = cl->scopes,
+                    .agent = agent};
   ch_hub_send_message(cl->loop, &in, ch__send_cb, sc);
 }
 
@@ -522,4 +536,78 @@ void ch_client_sweep(ch_client_t *cl, uint64_t now_ms) {
     ch__typing_publish(cl, cl->typing_conv, 0);
     cl->typing_conv[0] = '\0';
   }
+}
+
+/* ---- cancel an agent stream -------------------------------------------------- */
+
+typedef struct {
+  ch_hub_req_t base;
+  uint64_t client_id;
+  unsigned scopes;
+  char user[129];
+  char *conv, *stream_id, *req_id;
+  const char *code;
+} ch__cancel_req_t;
+
+static void ch__cancel_free(ch_hub_req_t *r) {
+  ch__cancel_req_t *q = (ch__cancel_req_t *)r;
+  free(q->conv);
+  free(q->stream_id);
+  free(q->req_id);
+  free(q);
+}
+
+static void ch__cancel_run(ch_hub_t *h, ch_hub_req_t *r) {
+  ch__cancel_req_t *q = (ch__cancel_req_t *)r;
+  ch_conv_t cv;
+  memset(&cv, 0, sizeof(cv));
+  int rc = h->store->ops->conv_get(h->store, q->conv, &cv);
+  if (rc != 0 || !ch_hub_may_access(&cv, q->user, q->scopes)) {
+    r->status = CH_EPERM;
+    q->code = "forbidden";
+    ch_buf_append_str(&r->err, "not a member of this conversation");
+  } else if (ch_agent_cancel(h, q->stream_id, q->conv) != 0) {
+    r->status = CH_ENOTFOUND;
+    q->code = "not_found";
+    ch_buf_append_str(&r->err, "no such stream in progress");
+  }
+  ch_conv_dispose(&cv);
+}
+
+static void ch__cancel_done(ch_hub_req_t *r) {
+  ch__cancel_req_t *q = (ch__cancel_req_t *)r;
+  ch_client_t *cl = ch_client_find(r->loop, q->client_id);
+  if (cl == NULL) return;
+  if (r->status != 0) {
+    ch_client_error(cl, q->req_id, q->code, ch_buf_cstr(&r->err));
+    return;
+  }
+  if (q->req_id == NULL) return;
+  ch_buf_t b = CH_BUF_INIT;
+  ch_buf_append_str(&b, "{\"type\":\"cancelled\",\"id\":");
+  ch_buf_append_json_qstr(&b, q->req_id);
+  ch_buf_append_str(&b, ",\"streamId\":");
+  ch_buf_append_json_qstr(&b, q->stream_id);
+  ch_buf_append_byte(&b, '}');
+  cl->ops->send_json(cl, b.base, b.len);
+  ch_buf_dispose(&b);
+}
+
+void ch_client_cancel_stream(ch_client_t *cl, const char *conv, const char *stream_id, const char *req_id) {
+  if (!(cl->scopes & (CH_SCOPE_WRITE | CH_SCOPE_ADMIN))) {
+    ch_client_error(cl, req_id, "forbidden", "this credential may not write");
+    return;
+  }
+  ch__cancel_req_t *q = ch_xcalloc(1, sizeof(*q));
+  q->base.run = ch__cancel_run;
+  q->base.done = ch__cancel_done;
+  q->base.free_cb = ch__cancel_free;
+  q->base.loop = cl->loop;
+  q->client_id = cl->id;
+  q->scopes = cl->scopes;
+  snprintf(q->user, sizeof(q->user), "%s", cl->user_id);
+  q->conv = ch_xstrdup(conv);
+  q->stream_id = ch_xstrdup(stream_id);
+  q->req_id = req_id ? ch_xstrdup(req_id) : NULL;
+  ch_hub_submit(ch_hub, &q->base);
 }

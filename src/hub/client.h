@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent/agent.h"
 #include "auth/auth.h"
 #include "core/buf.h"
 #include "core/list.h"
@@ -60,6 +61,9 @@ struct ch_csub_s {
   ch_bcast_t **buf;        /* owned refs buffered while PENDING */
   size_t nbuf, capbuf;
   void *udata;             /* the profile's */
+  ch_agent_stream_mark_t marks[4]; /* agent streams in flight at the join: chunks up to
+                                      each index came in the sync and are dropped live */
+  size_t nmarks;
 };
 
 struct ch_client_s {
@@ -98,7 +102,9 @@ ch_csub_t *ch_client_sub(ch_client_t *cl, const char *conv);
  * client sent it; the hub fills id, conversationId, role, source, timestamp.
  * The ack (native: when req_id is set) or error comes back as a JSON frame. */
 void ch_client_send_message(ch_client_t *cl, const char *conv, const char *message_json, size_t len,
-                            const char *req_id);
+                            const char *req_id, const char *agent);
+/* Cancel an agent stream of a conversation this client may write to. */
+void ch_client_cancel_stream(ch_client_t *cl, const char *conv, const char *stream_id, const char *req_id);
 /* Store a custom event document (native JSON, borrowed) with the next seq;
  * acked (with req_id) like a message. */
 void ch_client_store_event(ch_client_t *cl, const char *conv, const char *event_name, const char *doc,

@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "agent/agent.h"
 #include "hub/presence.h"
 
 ch_hub_t *ch_hub;
@@ -34,6 +35,29 @@ void ch_hub_publish(ch_hub_t *h, const char *topic, ch_bcast_t *b) {
   p->tlen = tlen;
   memcpy(p->topic, topic, tlen);
   ch_list_insert_tail(&h->publishes, &p->node);
+}
+
+typedef struct {
+  ch_list_t node;
+  void (*fn)(ch_hub_t *h, void *arg, int ok);
+  void *arg;
+} ch__hub_action_t;
+
+void ch_hub_after_commit(ch_hub_t *h, void (*fn)(ch_hub_t *h, void *arg, int ok), void *arg) {
+  ch__hub_action_t *a = ch_xmalloc(sizeof(*a));
+  a->fn = fn;
+  a->arg = arg;
+  ch_list_insert_tail(&h->after_commit, &a->node);
+}
+
+static void ch__hub_run_actions(ch_hub_t *h, int ok) {
+  while (!ch_list_empty(&h->after_commit)) {
+    ch_list_t *n = h->after_commit.next;
+    ch_list_remove(n);
+    ch__hub_action_t *a = CH_LIST_DATA(n, ch__hub_action_t, node);
+    a->fn(h, a->arg, ok);
+    free(a);
+  }
 }
 
 static void ch__hub_req_free(ch_hub_req_t *r) {
@@ -88,6 +112,7 @@ static void ch__hub_run_batch(ch_hub_t *h, ch_list_t *batch, size_t n) {
   atomic_fetch_add_explicit(&h->stat_requests, n, memory_order_relaxed);
   ch__stat_max(&h->stat_batch_max, n);
   ch__hub_flush_publishes(h, ok);
+  ch__hub_run_actions(h, ok);
   while (!ch_list_empty(batch)) {
     ch_list_t *node = batch->next;
     ch_list_remove(node);
@@ -122,9 +147,13 @@ static void ch__hub_wake_cb(uv_async_t *a) {
     stopping = h->stopping;
     uv_mutex_unlock(&h->lock);
     if (n == 0) {
-      if (stopping) {
-        uv_close((uv_handle_t *)&h->wake, NULL);
+      if (stopping && !h->agents_stopped) {
+        /* End every agent stream (their error markers are stored by the next batch). */
+        h->agents_stopped = 1;
+        ch_agent_stop_all(h);
+        continue;
       }
+      if (stopping) uv_close((uv_handle_t *)&h->wake, NULL);
       return;
     }
     ch__hub_run_batch(h, &batch, n);
@@ -141,6 +170,7 @@ int ch_hub_start(ch_hub_t *h, ch_store_t *store) {
   h->store = store;
   ch_list_init(&h->inbox);
   ch_list_init(&h->publishes);
+  ch_list_init(&h->after_commit);
   ch_map_init(&h->presence);
   uv_mutex_init(&h->lock);
   uv_loop_init(&h->uv);

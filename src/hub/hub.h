@@ -63,7 +63,9 @@ struct ch_hub_s {
   uv_mutex_t lock;
   ch_list_t inbox;          /* guarded by lock */
   int stopping;             /* guarded by lock */
+  int agents_stopped;       /* hub thread: streams ended for shutdown */
   ch_list_t publishes;      /* hub thread: broadcasts waiting for the commit */
+  ch_list_t after_commit;   /* hub thread: actions waiting for the commit */
   ch_map_t presence;        /* hub thread: "c:<conv>" / "u:<user>" -> ch_presence_set_t */
   _Atomic uint64_t stat_batches, stat_requests, stat_commit_us_total, stat_commit_us_max,
       stat_batch_max, stat_commit_failures;
@@ -78,6 +80,9 @@ void ch_hub_submit(ch_hub_t *h, ch_hub_req_t *req);
 /* Hub thread only (inside run): publish b to topic once the batch is committed.
  * Takes ownership of one reference to b. */
 void ch_hub_publish(ch_hub_t *h, const char *topic, ch_bcast_t *b);
+/* Hub thread only (inside run): call fn(h, arg) on the hub thread once the
+ * batch is committed — with ok = 0 if the commit failed (then only release arg). */
+void ch_hub_after_commit(ch_hub_t *h, void (*fn)(ch_hub_t *h, void *arg, int ok), void *arg);
 void ch_hub_stats(ch_hub_t *h, ch_hub_stats_t *out);
 
 /* The process's hub (set by the server at start-up). */

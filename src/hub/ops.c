@@ -8,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent.h"
 #include "auth/auth.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/log.h"
 #include "hub/hub.h"
 #include "hub/presence.h"
 
@@ -37,6 +39,7 @@ void ch_hub_event_json(ch_buf_t *b, const ch_event_t *ev) {
 typedef struct {
   ch_hub_req_t base;
   unsigned scopes;
+  char *agent;         /* owned: explicit agent, or NULL */
   ch_event_t ev;       /* owned strings */
   const char *code;
   ch_buf_t stored;     /* the stored message object (with seq) */
@@ -46,9 +49,25 @@ typedef struct {
 
 static void ch__send_free(ch_hub_req_t *r) {
   ch__send_req_t *q = (ch__send_req_t *)r;
+  free(q->agent);
   ch_event_dispose(&q->ev);
   ch_buf_dispose(&q->stored);
   free(q);
+}
+
+typedef struct {
+  char *agent, *conv, *source;
+  uint64_t seq;
+} ch__trigger_t;
+
+static void ch__trigger_after_commit(ch_hub_t *h, void *arg, int ok) {
+  ch__trigger_t *t = arg;
+  if (ok && ch_agent_trigger(h, t->agent, t->conv, t->seq, t->source) != 0)
+    ch_log_warn("agent '%s' named by conversation %s is not configured", t->agent, t->conv);
+  free(t->agent);
+  free(t->conv);
+  free(t->source);
+  free(t);
 }
 
 static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
@@ -59,6 +78,7 @@ static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
   char key[140];
   snprintf(key, sizeof(key), "c:%s", q->ev.conversation_id);
   int rc = st->ops->conv_get(st, q->ev.conversation_id, &cv);
+  int conv_known = rc == 0;
   if (rc == 0 && !ch_hub_may_access(&cv, q->ev.user_id, q->scopes)) {
     r->status = CH_EPERM;
     q->code = "forbidden";
@@ -87,6 +107,16 @@ static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
   }
   if (ch_presence_claim(h, key)) ch_presence_set_claim(h, key, NULL); /* it exists now */
   ch_hub_event_json(&q->stored, &q->ev);
+  const char *agent = q->agent ? q->agent : (conv_known && cv.agent && cv.agent[0] ? cv.agent : NULL);
+  if (!q->ev.duplicate && q->ev.kind == CH_EV_MESSAGE && agent && q->ev.role && strcmp(q->ev.role, "user") == 0) {
+    /* The reply starts once the prompt is durable. */
+    ch__trigger_t *t = ch_xmalloc(sizeof(*t));
+    t->agent = ch_xstrdup(agent);
+    t->conv = ch_xstrdup(q->ev.conversation_id);
+    t->source = q->ev.source ? ch_xstrdup(q->ev.source) : NULL;
+    t->seq = q->ev.seq;
+    ch_hub_after_commit(h, ch__trigger_after_commit, t);
+  }
   if (!q->ev.duplicate && q->ev.kind == CH_EV_CUSTOM) {
     /* The stored document is the broadcast itself. */
     ch_bcast_t *bc = ch_bcast_new("event", "chat", q->ev.conversation_id, q->ev.seq,
@@ -160,6 +190,7 @@ void ch_hub_send_message(ch_loop_t *loop, const ch_msg_in_t *in, ch_msg_cb cb, v
       !(cJSON_IsString(role) && (!strcmp(role->valuestring, "user") || !strcmp(role->valuestring, "assistant") ||
                                  !strcmp(role->valuestring, "system") || !strcmp(role->valuestring, "tool"))))
     bad = "message.role must be user, assistant, system or tool";
+  if (bad == NULL && in->agent && in->agent[0] && ch_agent_find(in->agent) == NULL) bad = "unknown agent";
   if (bad == NULL && id && !(cJSON_IsString(id) && strlen(id->valuestring) > 0 && strlen(id->valuestring) <= 128))
     bad = "message.id must be a string of 1..128 bytes";
   if (bad) {
@@ -191,6 +222,7 @@ void ch_hub_send_message(ch_loop_t *loop, const ch_msg_in_t *in, ch_msg_cb cb, v
   q->base.free_cb = ch__send_free;
   q->base.loop = loop;
   q->scopes = in->scopes;
+  q->agent = in->agent && in->agent[0] ? ch_xstrdup(in->agent) : NULL;
   q->ev.kind = CH_EV_MESSAGE;
   q->ev.id = ch_xstrdup(uuid);
   q->ev.role = ch__dup_str_item(m, "role");

@@ -29,6 +29,7 @@ typedef struct {
   const char *device_id;
   const char *source;        /* default message.source */
   unsigned scopes;           /* of the credential */
+  const char *agent;         /* agent to answer this message, or NULL: the conversation's default */
 } ch_msg_in_t;
 
 typedef struct {

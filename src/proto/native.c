@@ -235,8 +235,15 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
       return;
     }
     char *text = cJSON_PrintUnformatted(msg);
-    ch_client_send_message(cl, conv, text, strlen(text), rid);
+    ch_client_send_message(cl, conv, text, strlen(text), rid, ch__str(m, "agent"));
     cJSON_free(text);
+  } else if (strcmp(type, "cancel") == 0) {
+    const char *sid = ch__str(m, "streamId");
+    if (sid == NULL) {
+      ch_client_error(cl, rid, "invalid", "cancel needs a \"streamId\"");
+      return;
+    }
+    ch_client_cancel_stream(cl, conv, sid, rid);
   } else if (strcmp(type, "typing") == 0) {
     cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "typing");
     if (ch_client_typing(cl, conv, !cJSON_IsFalse(t)) != 0)

@@ -12,6 +12,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "agent/agent.h"
 #include "hub/client.h"
 #include "hub/hub.h"
 #include "hub/topic.h"
@@ -223,10 +224,17 @@ int ch_server_run(const ch_config_t *cfg) {
   if (cfg->insecure_dev)
     ch_log_warn("INSECURE DEV MODE: literal userId:deviceId tokens are accepted as credentials; "
                 "never expose this hub beyond your machine");
+  if (ch_agents_setup(cfg->agents.v, cfg->agents.n, &err) != 0) {
+    fputs(ch_buf_cstr(&err), stderr);
+    ch_buf_dispose(&err);
+    ch_agents_dispose();
+    return 2;
+  }
   ch_store_t *store = NULL;
   if (ch_store_open(cfg->data_dir, &store, &err) != 0) {
     ch_log_error("store: %s", ch_buf_cstr(&err));
     ch_buf_dispose(&err);
+    ch_agents_dispose();
     return 1;
   }
   ch_buf_dispose(&err);
@@ -234,6 +242,7 @@ int ch_server_run(const ch_config_t *cfg) {
   if (ch_hub_start(&hub, store) != 0) {
     ch_log_error("cannot start the hub thread");
     ch_store_close(store);
+    ch_agents_dispose();
     return 1;
   }
   ch_hub = &hub;
@@ -326,6 +335,7 @@ Free:
   free(s->loops);
   ch_http_router_free(s->router);
   ch_tls_teardown();
+  ch_agents_dispose();
   ch_auth_secret_dispose(&ch_proto_settings.secret);
   return rc;
 }

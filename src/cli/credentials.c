@@ -25,6 +25,7 @@
 #include <openssl/crypto.h>
 
 #include "auth/auth.h"
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -33,99 +34,13 @@
 #include "core/err.h"
 #include "store/store.h"
 
-#define CH__EXIT_OK 0
-#define CH__EXIT_FAIL 1
-#define CH__EXIT_USAGE 2
 
 #define CH__DEFAULT_TTL_S ((int64_t)30 * 86400)
 #define CH__MAX_TTL_S ((int64_t)10 * 366 * 86400)
 #define CH__LABEL_MAX 200
 
-static const char ch__common_help[] =
-    "common options:\n"
-    "  --data-dir DIR    the hub's data directory (default ./data; env CHORUS_DATA_DIR)\n"
-    "  --config FILE     read data-dir from the hub's config file (env CHORUS_CONFIG)\n"
-    "  -h, --help        this text\n"
-    "exit codes: 0 ok, 1 failure, 2 usage error\n";
 
 /* ------------------------------------------------------------- options */
-
-typedef struct {
-  const char *name;  /* "--user" */
-  const char **val;  /* where the value goes (borrowed from argv); NULL for a switch */
-  int *on;           /* switch: set to 1 */
-} ch__opt_t;
-
-typedef struct {
-  ch_config_t cfg;
-  const char *pos[4]; /* positional arguments, in order (borrowed from argv) */
-  int npos;
-  int help;
-} ch__args_t;
-
-/* Parse argv: the config sources first, then our options from the leftovers.
- * Returns 0, or CH__EXIT_USAGE after printing why. */
-static int ch__args_parse(const char *cmd, int argc, char **argv, const ch__opt_t *opts,
-                          size_t nopts, int maxpos, ch__args_t *a) {
-  ch_buf_t err = CH_BUF_INIT;
-  char **rest = NULL;
-  int nrest = 0, rc = 0;
-  memset(a->pos, 0, sizeof a->pos);
-  a->npos = 0;
-  a->help = 0;
-  ch_config_init(&a->cfg);
-  if (ch_config_load(&a->cfg, argc, argv, &rest, &nrest, &err) != 0) {
-    fprintf(stderr, "%s", ch_buf_cstr(&err));
-    rc = CH__EXIT_USAGE;
-    goto Exit;
-  }
-  for (int i = 0; i < nrest; i++) {
-    const char *arg = rest[i];
-    if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-      a->help = 1;
-      continue;
-    }
-    if (strncmp(arg, "--", 2) == 0) {
-      const char *eq = strchr(arg, '=');
-      size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
-      const ch__opt_t *o = NULL;
-      for (size_t k = 0; k < nopts; k++)
-        if (strlen(opts[k].name) == n && memcmp(opts[k].name, arg, n) == 0) o = &opts[k];
-      if (o == NULL) {
-        fprintf(stderr, "chorus %s: unknown option %.*s (see `chorus %s --help`)\n", cmd, (int)n,
-                arg, cmd);
-        rc = CH__EXIT_USAGE;
-        goto Exit;
-      }
-      if (o->val == NULL) {
-        if (eq) {
-          fprintf(stderr, "chorus %s: %s takes no value\n", cmd, o->name);
-          rc = CH__EXIT_USAGE;
-          goto Exit;
-        }
-        *o->on = 1;
-      } else if (eq) {
-        *o->val = eq + 1;
-      } else if (i + 1 < nrest) {
-        *o->val = rest[++i];
-      } else {
-        fprintf(stderr, "chorus %s: %s needs a value\n", cmd, o->name);
-        rc = CH__EXIT_USAGE;
-        goto Exit;
-      }
-      continue;
-    }
-    if (a->npos >= maxpos) {
-      fprintf(stderr, "chorus %s: unexpected argument '%s'\n", cmd, arg);
-      rc = CH__EXIT_USAGE;
-      goto Exit;
-    }
-    a->pos[a->npos++] = arg;
-  }
-Exit:
-  ch_buf_dispose(&err);
-  return rc;
-}
 
 /* "3600", "90m", "24h", "30d", "45s"; 0 = never. -1 when invalid. */
 static int64_t ch__ttl_parse(const char *s) {
@@ -148,11 +63,11 @@ static int64_t ch__ttl_parse(const char *s) {
 static int ch__check_user(const char *cmd, const char *what, const char *v) {
   if (v == NULL) {
     fprintf(stderr, "chorus %s: %s is required (see `chorus %s --help`)\n", cmd, what, cmd);
-    return CH__EXIT_USAGE;
+    return CH_CLI_EXIT_USAGE;
   }
   if (!ch_auth_id_valid(v)) {
     fprintf(stderr, "chorus %s: %s must be 1..128 characters of A-Z a-z 0-9 . _ @ : -\n", cmd, what);
-    return CH__EXIT_USAGE;
+    return CH_CLI_EXIT_USAGE;
   }
   return 0;
 }
@@ -160,7 +75,7 @@ static int ch__check_user(const char *cmd, const char *what, const char *v) {
 static int ch__check_scopes(const char *cmd, const char *v, unsigned *out) {
   if (ch_auth_scopes_parse(v ? v : "read write", out) != 0) {
     fprintf(stderr, "chorus %s: --scopes takes read, write and/or admin (e.g. \"read write\")\n", cmd);
-    return CH__EXIT_USAGE;
+    return CH_CLI_EXIT_USAGE;
   }
   return 0;
 }
@@ -174,21 +89,9 @@ static int ch__load_secret(const char *cmd, const char *data_dir, ch_auth_secret
     fprintf(stderr, "chorus %s: created a new signing secret in %s/%s\n", cmd, data_dir,
             CH_AUTH_SECRET_FILE);
   ch_buf_dispose(&err);
-  return rc == 0 ? 0 : CH__EXIT_FAIL;
+  return rc == 0 ? 0 : CH_CLI_EXIT_FAIL;
 }
 
-static int ch__open_store(const char *cmd, const char *data_dir, ch_store_t **st) {
-  ch_buf_t err = CH_BUF_INIT;
-  int rc = ch_store_open(data_dir, st, &err);
-  if (rc != 0) {
-    const char *m = ch_buf_cstr(&err);
-    size_t n = strlen(m);
-    fprintf(stderr, "chorus %s: cannot open the store in %s: %s%s", cmd, data_dir,
-            n ? m : ch_strerror(rc), n && m[n - 1] == '\n' ? "" : "\n");
-  }
-  ch_buf_dispose(&err);
-  return rc == 0 ? 0 : CH__EXIT_FAIL;
-}
 
 static void ch__store_error(const char *cmd, const char *what, int rc) {
   fprintf(stderr, "chorus %s: %s failed: %s\n", cmd, what, ch_strerror(rc));
@@ -206,22 +109,22 @@ static void ch__token_help(void) {
          "  --scopes S    read, write, admin; space- or comma-separated (default \"read write\")\n"
          "  --ttl T       lifetime: seconds, or with a unit 90m, 24h, 30d; 0 = never expires\n"
          "                (default 30d)\n\n%s",
-         ch__common_help);
+         ch_cli_common_help);
 }
 
 int ch_cli_token(int argc, char **argv) {
   const char *user = NULL, *device = NULL, *scopes_s = NULL, *ttl_s = NULL;
-  const ch__opt_t opts[] = {
-      {"--user", &user, NULL}, {"--device", &device, NULL},
-      {"--scopes", &scopes_s, NULL}, {"--ttl", &ttl_s, NULL},
+  const ch_cli_opt_t opts[] = {
+      {.name = "--user", .val = &user}, {.name = "--device", .val = &device},
+      {.name = "--scopes", .val = &scopes_s}, {.name = "--ttl", .val = &ttl_s},
   };
-  ch__args_t a;
+  ch_cli_args_t a;
   ch_auth_secret_t secret;
   memset(&secret, 0, sizeof secret);
   char *tok = NULL;
   unsigned scopes = 0;
   int64_t ttl = CH__DEFAULT_TTL_S;
-  int rc = ch__args_parse("token", argc, argv, opts, CH_ARRAY_SIZE(opts), 0, &a);
+  int rc = ch_cli_args_parse("token", argc, argv, opts, CH_ARRAY_SIZE(opts), 0, &a);
   if (rc != 0) goto Exit;
   if (a.help) {
     ch__token_help();
@@ -233,18 +136,18 @@ int ch_cli_token(int argc, char **argv) {
   if (ttl_s != NULL && (ttl = ch__ttl_parse(ttl_s)) < 0) {
     fprintf(stderr, "chorus token: --ttl takes seconds or a number with s, m, h or d "
                     "(e.g. 3600, 90m, 24h, 30d; at most 10 years; 0 = never)\n");
-    rc = CH__EXIT_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   if ((rc = ch__load_secret("token", a.cfg.data_dir, &secret)) != 0) goto Exit;
   int64_t now = ch_clock_wall_ms();
   if (ch_auth_token_mint(&secret, user, device, scopes, ttl, now, &tok) != 0) {
     fprintf(stderr, "chorus token: could not sign the token\n");
-    rc = CH__EXIT_FAIL;
+    rc = CH_CLI_EXIT_FAIL;
     goto Exit;
   }
   printf("%s\n", tok);
-  if (fflush(stdout) != 0) rc = CH__EXIT_FAIL;
+  if (fflush(stdout) != 0) rc = CH_CLI_EXIT_FAIL;
   if (isatty(STDERR_FILENO)) {
     char iso[CH_ISO8601_LEN + 1];
     if (ttl > 0) {
@@ -271,18 +174,18 @@ static void ch__pin_help(void) {
          "Print a fresh 6-digit pairing PIN for user U. It is valid for 5 minutes and works\n"
          "once: a client that presents it (relay profile) becomes a new device of U.\n\n"
          "  --user U      user id (1..128 of A-Z a-z 0-9 . _ @ : -)\n\n%s",
-         ch__common_help);
+         ch_cli_common_help);
 }
 
 int ch_cli_pin(int argc, char **argv) {
   const char *user = NULL;
-  const ch__opt_t opts[] = {{"--user", &user, NULL}};
-  ch__args_t a;
+  const ch_cli_opt_t opts[] = {{.name = "--user", .val = &user}};
+  ch_cli_args_t a;
   ch_auth_secret_t secret;
   memset(&secret, 0, sizeof secret);
   ch_store_t *st = NULL;
   char pin[CH_AUTH_PIN_LEN + 1] = {0};
-  int rc = ch__args_parse("pin", argc, argv, opts, CH_ARRAY_SIZE(opts), 0, &a);
+  int rc = ch_cli_args_parse("pin", argc, argv, opts, CH_ARRAY_SIZE(opts), 0, &a);
   if (rc != 0) goto Exit;
   if (a.help) {
     ch__pin_help();
@@ -290,16 +193,16 @@ int ch_cli_pin(int argc, char **argv) {
   }
   if ((rc = ch__check_user("pin", "--user", user)) != 0) goto Exit;
   if ((rc = ch__load_secret("pin", a.cfg.data_dir, &secret)) != 0) goto Exit;
-  if ((rc = ch__open_store("pin", a.cfg.data_dir, &st)) != 0) goto Exit;
+  if ((rc = ch_cli_open_store("pin", a.cfg.data_dir, &st)) != 0) goto Exit;
   int64_t now = ch_clock_wall_ms();
   int r = ch_auth_pin_issue(st, &secret, user, CH_AUTH_PIN_TTL_MS, now, pin);
   if (r != 0) {
     ch__store_error("pin", "storing the PIN", r);
-    rc = CH__EXIT_FAIL;
+    rc = CH_CLI_EXIT_FAIL;
     goto Exit;
   }
   printf("%s\n", pin);
-  if (fflush(stdout) != 0) rc = CH__EXIT_FAIL;
+  if (fflush(stdout) != 0) rc = CH_CLI_EXIT_FAIL;
   if (isatty(STDERR_FILENO)) {
     char iso[CH_ISO8601_LEN + 1];
     ch_clock_iso8601(now + CH_AUTH_PIN_TTL_MS, iso);
@@ -329,7 +232,7 @@ static void ch__apikey_help(void) {
          "          --json       one JSON array instead of a table\n"
          "revoke  revoke the key with id ID (the 8 characters after \"chk_\"); it stops working\n"
          "        for new connections at once\n\n%s",
-         ch__common_help);
+         ch_cli_common_help);
 }
 
 static int ch__label_ok(const char *s) {
@@ -359,17 +262,17 @@ static int ch__apikey_add(const char *user, const char *scopes_s, const char *la
   if (label != NULL && !ch__label_ok(label)) {
     fprintf(stderr, "chorus apikey add: --label must be 1..%d bytes without control characters\n",
             CH__LABEL_MAX);
-    rc = CH__EXIT_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
-  if ((rc = ch__open_store("apikey add", data_dir, &st)) != 0) goto Exit;
+  if ((rc = ch_cli_open_store("apikey add", data_dir, &st)) != 0) goto Exit;
   ch_auth_scopes_format(scopes, sc);
   int r = CH_EEXIST;
   /* An id already taken (about 1 in 2^47 per existing key): draw a new key. */
   for (int tries = 0; tries < 3 && r == CH_EEXIST; tries++) {
     if (ch_auth_apikey_generate(key, id, hash) != 0) {
       fprintf(stderr, "chorus apikey add: no randomness available\n");
-      rc = CH__EXIT_FAIL;
+      rc = CH_CLI_EXIT_FAIL;
       goto Exit;
     }
     ch_apikey_t rec = {.id = id, .hash = hash, .user_id = (char *)user, .scopes = sc,
@@ -378,11 +281,11 @@ static int ch__apikey_add(const char *user, const char *scopes_s, const char *la
   }
   if (r != 0) {
     ch__store_error("apikey add", "storing the key", r);
-    rc = CH__EXIT_FAIL;
+    rc = CH_CLI_EXIT_FAIL;
     goto Exit;
   }
   printf("%s\n", key);
-  if (fflush(stdout) != 0) rc = CH__EXIT_FAIL;
+  if (fflush(stdout) != 0) rc = CH_CLI_EXIT_FAIL;
   if (isatty(STDERR_FILENO))
     fprintf(stderr, "API key %s for %s (%s). It is shown only now: store it safely.\n", id, user, sc);
 Exit:
@@ -395,12 +298,12 @@ static int ch__apikey_list(int json, const char *data_dir) {
   ch_store_t *st = NULL;
   ch_apikey_t *keys = NULL;
   size_t n = 0;
-  int rc = ch__open_store("apikey list", data_dir, &st);
+  int rc = ch_cli_open_store("apikey list", data_dir, &st);
   if (rc != 0) goto Exit;
   int r = st->ops->apikey_list(st, &keys, &n);
   if (r != 0) {
     ch__store_error("apikey list", "listing keys", r);
-    rc = CH__EXIT_FAIL;
+    rc = CH_CLI_EXIT_FAIL;
     goto Exit;
   }
   char iso[CH_ISO8601_LEN + 1];
@@ -457,7 +360,7 @@ static int ch__apikey_list(int json, const char *data_dir) {
       }
     }
   }
-  if (fflush(stdout) != 0) rc = CH__EXIT_FAIL;
+  if (fflush(stdout) != 0) rc = CH_CLI_EXIT_FAIL;
 Exit:
   for (size_t i = 0; i < n; i++) ch_apikey_dispose(&keys[i]);
   free(keys);
@@ -476,17 +379,17 @@ static int ch__apikey_revoke(const char *id, const char *data_dir) {
   if (!ok) {
     fprintf(stderr, "chorus apikey revoke: give the key's id: 8 letters/digits, as shown by "
                     "`chorus apikey list` (not the key itself)\n");
-    rc = CH__EXIT_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
-  if ((rc = ch__open_store("apikey revoke", data_dir, &st)) != 0) goto Exit;
+  if ((rc = ch_cli_open_store("apikey revoke", data_dir, &st)) != 0) goto Exit;
   int r = st->ops->apikey_revoke(st, id);
   if (r == CH_ENOTFOUND) {
     fprintf(stderr, "chorus apikey revoke: no API key with id %s\n", id);
-    rc = CH__EXIT_FAIL;
+    rc = CH_CLI_EXIT_FAIL;
   } else if (r != 0) {
     ch__store_error("apikey revoke", "revoking the key", r);
-    rc = CH__EXIT_FAIL;
+    rc = CH_CLI_EXIT_FAIL;
   } else if (isatty(STDERR_FILENO)) {
     fprintf(stderr, "API key %s revoked\n", id);
   }
@@ -498,12 +401,12 @@ Exit:
 int ch_cli_apikey(int argc, char **argv) {
   const char *user = NULL, *scopes_s = NULL, *label = NULL;
   int json = 0;
-  ch__args_t a;
-  const ch__opt_t opts[] = {
-      {"--user", &user, NULL}, {"--scopes", &scopes_s, NULL},
-      {"--label", &label, NULL}, {"--json", NULL, &json},
+  ch_cli_args_t a;
+  const ch_cli_opt_t opts[] = {
+      {.name = "--user", .val = &user}, {.name = "--scopes", .val = &scopes_s},
+      {.name = "--label", .val = &label}, {.name = "--json", .on = &json},
   };
-  int rc = ch__args_parse("apikey", argc, argv, opts, CH_ARRAY_SIZE(opts), 2, &a);
+  int rc = ch_cli_args_parse("apikey", argc, argv, opts, CH_ARRAY_SIZE(opts), 2, &a);
   if (rc != 0) goto Exit;
   const char *sub = a.npos > 0 ? a.pos[0] : NULL;
   if (a.help || (sub != NULL && strcmp(sub, "help") == 0)) {
@@ -512,14 +415,14 @@ int ch_cli_apikey(int argc, char **argv) {
   }
   if (sub == NULL) {
     fprintf(stderr, "chorus apikey: say add, list or revoke (see `chorus apikey --help`)\n");
-    rc = CH__EXIT_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   int is_add = strcmp(sub, "add") == 0, is_list = strcmp(sub, "list") == 0,
       is_revoke = strcmp(sub, "revoke") == 0;
   if (!is_add && !is_list && !is_revoke) {
     fprintf(stderr, "chorus apikey: unknown action '%s': add, list or revoke\n", sub);
-    rc = CH__EXIT_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   /* Options that do not belong to the action are usage errors, not ignored. */
@@ -531,13 +434,13 @@ int ch_cli_apikey(int argc, char **argv) {
   if (stray) {
     fprintf(stderr, "chorus apikey %s: %s does not apply here (see `chorus apikey --help`)\n", sub,
             stray);
-    rc = CH__EXIT_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   if (is_revoke) {
     if (a.npos != 2) {
       fprintf(stderr, "chorus apikey revoke: give exactly one key id\n");
-      rc = CH__EXIT_USAGE;
+      rc = CH_CLI_EXIT_USAGE;
       goto Exit;
     }
     rc = ch__apikey_revoke(a.pos[1], a.cfg.data_dir);
@@ -545,7 +448,7 @@ int ch_cli_apikey(int argc, char **argv) {
   }
   if (a.npos != 1) {
     fprintf(stderr, "chorus apikey %s: unexpected argument '%s'\n", sub, a.pos[1]);
-    rc = CH__EXIT_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   rc = is_add ? ch__apikey_add(user, scopes_s, label, a.cfg.data_dir)

@@ -37,6 +37,7 @@
  *
  * Exit codes: 0 ok, 1 failure, 2 usage (export.h).
  */
+#include "cli/args.h"
 #include "cli/export.h"
 
 #include <cjson/cJSON.h>
@@ -57,9 +58,6 @@
 #include "core/err.h"
 #include "store/store.h"
 
-#define CH__XA_OK 0
-#define CH__XA_FAIL 1
-#define CH__XA_USAGE 2
 
 #define CH__XA_VERSION 1        /* "version" of the chorus export document */
 #define CH__XA_ID_MAX 128       /* bytes in any id (the store's limit) */
@@ -70,92 +68,8 @@ enum { CH__XA_FMT_NONE = 0, CH__XA_FMT_CHORUS = 1, CH__XA_FMT_UNIFIED = 2 };
 
 static const char *const ch__xa_kinds[] = {NULL, "message", "edit", "delete", "reaction", "member", "custom"};
 
-static const char ch__xa_common_help[] =
-    "common options:\n"
-    "  --data-dir DIR    the hub's data directory (default ./data; env CHORUS_DATA_DIR)\n"
-    "  --config FILE     read data-dir from the hub's config file (env CHORUS_CONFIG)\n"
-    "  -h, --help        this text\n"
-    "exit codes: 0 ok, 1 failure, 2 usage error\n";
 
 /* ============================================================== options */
-
-typedef struct {
-  const char *name;    /* "--out" */
-  const char **val;    /* single value (the last one wins), borrowed from argv; or NULL */
-  const char ***list;  /* repeatable: values appended to *list (owned array of borrowed strings) */
-  size_t *nlist;
-} ch__xa_opt_t;
-
-typedef struct {
-  ch_config_t cfg;
-  const char *pos[2]; /* positional arguments (borrowed from argv) */
-  int npos;
-  int help;
-} ch__xa_args_t;
-
-/* The config sources first (data dir), then our options from the leftovers.
- * 0, or CH__XA_USAGE after saying why. a->cfg must be disposed either way. */
-static int ch__xa_args_parse(const char *cmd, int argc, char **argv, const ch__xa_opt_t *opts,
-                             size_t nopts, int maxpos, ch__xa_args_t *a) {
-  ch_buf_t err = CH_BUF_INIT;
-  char **rest = NULL;
-  int nrest = 0, rc = 0;
-
-  memset(a->pos, 0, sizeof a->pos);
-  a->npos = 0;
-  a->help = 0;
-  ch_config_init(&a->cfg);
-  if (ch_config_load(&a->cfg, argc, argv, &rest, &nrest, &err) != 0) {
-    fprintf(stderr, "%s", ch_buf_cstr(&err));
-    rc = CH__XA_USAGE;
-    goto Exit;
-  }
-  for (int i = 0; i < nrest; i++) {
-    const char *arg = rest[i];
-    if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-      a->help = 1;
-      continue;
-    }
-    if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0') {
-      const char *eq = strchr(arg, '=');
-      size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
-      const ch__xa_opt_t *o = NULL;
-      const char *v;
-      for (size_t k = 0; k < nopts; k++)
-        if (strlen(opts[k].name) == n && memcmp(opts[k].name, arg, n) == 0) o = &opts[k];
-      if (o == NULL) {
-        fprintf(stderr, "chorus %s: unknown option %.*s (see `chorus %s --help`)\n", cmd, (int)n, arg, cmd);
-        rc = CH__XA_USAGE;
-        goto Exit;
-      }
-      if (eq) {
-        v = eq + 1;
-      } else if (i + 1 < nrest) {
-        v = rest[++i];
-      } else {
-        fprintf(stderr, "chorus %s: %s needs a value\n", cmd, o->name);
-        rc = CH__XA_USAGE;
-        goto Exit;
-      }
-      if (o->val) {
-        *o->val = v;
-      } else {
-        *o->list = ch_xrealloc((void *)*o->list, (*o->nlist + 1) * sizeof(**o->list));
-        (*o->list)[(*o->nlist)++] = v;
-      }
-      continue;
-    }
-    if (a->npos >= maxpos) {
-      fprintf(stderr, "chorus %s: unexpected argument '%s' (see `chorus %s --help`)\n", cmd, arg, cmd);
-      rc = CH__XA_USAGE;
-      goto Exit;
-    }
-    a->pos[a->npos++] = arg;
-  }
-Exit:
-  ch_buf_dispose(&err);
-  return rc;
-}
 
 static int ch__xa_format_parse(const char *cmd, const char *s, int *fmt) {
   *fmt = CH__XA_FMT_NONE;
@@ -164,23 +78,11 @@ static int ch__xa_format_parse(const char *cmd, const char *s, int *fmt) {
   else if (strcmp(s, "unified") == 0) *fmt = CH__XA_FMT_UNIFIED;
   else {
     fprintf(stderr, "chorus %s: --format takes chorus or unified, not '%s'\n", cmd, s);
-    return CH__XA_USAGE;
+    return CH_CLI_EXIT_USAGE;
   }
   return 0;
 }
 
-static int ch__xa_open_store(const char *cmd, const char *data_dir, ch_store_t **st) {
-  ch_buf_t err = CH_BUF_INIT;
-  int rc = ch_store_open(data_dir, st, &err);
-  if (rc != 0) {
-    const char *m = ch_buf_cstr(&err);
-    size_t n = strlen(m);
-    fprintf(stderr, "chorus %s: cannot open the store in %s: %s%s", cmd, data_dir, n ? m : ch_strerror(rc),
-            n && m[n - 1] == '\n' ? "" : "\n");
-  }
-  ch_buf_dispose(&err);
-  return rc == 0 ? 0 : CH__XA_FAIL;
-}
 
 /* ================================================================ time */
 
@@ -720,26 +622,26 @@ static void ch__xa_export_help(void) {
          "                      {\"id\",\"title\",\"createdAt\",\"updatedAt\",\"messages\":[...]}\n"
          "                      (edits applied, deleted messages left out)\n"
          "  --out FILE|-|DIR    where to write (chorus: default stdout; unified: a directory, required)\n\n%s",
-         ch__xa_common_help);
+         ch_cli_common_help);
 }
 
 int ch_cli_export(int argc, char **argv) {
   const char *out = NULL, *fmt_s = NULL;
   const char **ids = NULL;
   size_t nids = 0;
-  const ch__xa_opt_t opts[] = {
-      {"--out", &out, NULL, NULL},
-      {"--format", &fmt_s, NULL, NULL},
-      {"--conversation", NULL, &ids, &nids},
+  const ch_cli_opt_t opts[] = {
+      {.name = "--out", .val = &out},
+      {.name = "--format", .val = &fmt_s},
+      {.name = "--conversation", .list = &ids, .nlist = &nids},
   };
-  ch__xa_args_t a;
+  ch_cli_args_t a;
   ch_store_t *st = NULL;
   ch_conv_t *cs = NULL;
   size_t n = 0;
   uint64_t nevents = 0;
   int fmt = 0;
   struct stat sb;
-  int rc = ch__xa_args_parse("export", argc, argv, opts, CH_ARRAY_SIZE(opts), 0, &a);
+  int rc = ch_cli_args_parse("export", argc, argv, opts, CH_ARRAY_SIZE(opts), 0, &a);
 
   if (rc != 0) goto Exit;
   if (a.help) {
@@ -750,22 +652,22 @@ int ch_cli_export(int argc, char **argv) {
   if (fmt == CH__XA_FMT_NONE) fmt = CH__XA_FMT_CHORUS;
   if (fmt == CH__XA_FMT_UNIFIED && (out == NULL || strcmp(out, "-") == 0)) {
     fprintf(stderr, "chorus export: --format unified needs --out DIR (one file per conversation)\n");
-    rc = CH__XA_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   for (size_t i = 0; i < nids; i++) {
     if (ids[i][0] == '\0' || strlen(ids[i]) > CH__XA_ID_MAX) {
       fprintf(stderr, "chorus export: --conversation takes an id of 1..%d bytes\n", CH__XA_ID_MAX);
-      rc = CH__XA_USAGE;
+      rc = CH_CLI_EXIT_USAGE;
       goto Exit;
     }
   }
   if (stat(a.cfg.data_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
     fprintf(stderr, "chorus export: no data directory %s\n", a.cfg.data_dir);
-    rc = CH__XA_FAIL;
+    rc = CH_CLI_EXIT_FAIL;
     goto Exit;
   }
-  if ((rc = ch__xa_open_store("export", a.cfg.data_dir, &st)) != 0) goto Exit;
+  if ((rc = ch_cli_open_store("export", a.cfg.data_dir, &st)) != 0) goto Exit;
 
   if (nids > 0) {
     cs = ch_xcalloc(nids, sizeof(*cs));
@@ -778,7 +680,7 @@ int ch_cli_export(int argc, char **argv) {
       if (r != 0) {
         fprintf(stderr, "chorus export: conversation \"%s\": %s\n", ids[i],
                 r == CH_ENOTFOUND ? "no such conversation" : ch_strerror(r));
-        rc = CH__XA_FAIL;
+        rc = CH_CLI_EXIT_FAIL;
         goto Exit;
       }
       n++;
@@ -788,22 +690,22 @@ int ch_cli_export(int argc, char **argv) {
     int r = st->ops->conv_list(st, &q, &cs, &n);
     if (r != 0) {
       fprintf(stderr, "chorus export: listing conversations failed: %s\n", ch_strerror(r));
-      rc = CH__XA_FAIL;
+      rc = CH_CLI_EXIT_FAIL;
       goto Exit;
     }
   }
   if (n > 1) qsort(cs, n, sizeof(*cs), ch__xa_conv_cmp);
 
   if (fmt == CH__XA_FMT_UNIFIED) {
-    if (ch__xa_export_unified(st, cs, n, out, &nevents) != 0) rc = CH__XA_FAIL;
+    if (ch__xa_export_unified(st, cs, n, out, &nevents) != 0) rc = CH_CLI_EXIT_FAIL;
   } else {
     ch__xa_out_t o;
     if (ch__xa_out_open(&o, out) != 0) {
-      rc = CH__XA_FAIL;
+      rc = CH_CLI_EXIT_FAIL;
       goto Exit;
     }
     int r = ch__xa_export_chorus(st, cs, n, nids == 0, o.f, &nevents);
-    if (ch__xa_out_close(&o, r == 0) != 0 || r != 0) rc = CH__XA_FAIL;
+    if (ch__xa_out_close(&o, r == 0) != 0 || r != 0) rc = CH_CLI_EXIT_FAIL;
   }
   if (rc == 0)
     fprintf(stderr, "chorus export: %zu conversation%s, %llu event%s -> %s\n", n, n == 1 ? "" : "s",
@@ -1399,22 +1301,22 @@ static void ch__xa_import_help(void) {
          "  --format F      chorus or unified: skip the detection by content\n\n"
          "Prints one line of counts on stdout:\n"
          "  conversations: N (new N, updated N, unchanged N), events added: N, already present: N, failed: N\n\n%s",
-         ch__xa_common_help);
+         ch_cli_common_help);
 }
 
 int ch_cli_import(int argc, char **argv) {
   const char *user = NULL, *fmt_s = NULL;
-  const ch__xa_opt_t opts[] = {
-      {"--user", &user, NULL, NULL},
-      {"--format", &fmt_s, NULL, NULL},
+  const ch_cli_opt_t opts[] = {
+      {.name = "--user", .val = &user},
+      {.name = "--format", .val = &fmt_s},
   };
-  ch__xa_args_t a;
+  ch_cli_args_t a;
   ch__xa_imp_t im;
   ch_buf_t text = CH_BUF_INIT, why = CH_BUF_INIT;
   cJSON *doc = NULL;
   struct stat sb;
   int fmt = 0, is_dir = 0;
-  int rc = ch__xa_args_parse("import", argc, argv, opts, CH_ARRAY_SIZE(opts), 1, &a);
+  int rc = ch_cli_args_parse("import", argc, argv, opts, CH_ARRAY_SIZE(opts), 1, &a);
 
   memset(&im, 0, sizeof(im));
   if (rc != 0) goto Exit;
@@ -1425,44 +1327,44 @@ int ch_cli_import(int argc, char **argv) {
   if ((rc = ch__xa_format_parse("import", fmt_s, &fmt)) != 0) goto Exit;
   if (a.npos != 1) {
     fprintf(stderr, "chorus import: name the FILE or DIR to import (see `chorus import --help`)\n");
-    rc = CH__XA_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   if (user && !ch_auth_id_valid(user)) {
     fprintf(stderr, "chorus import: --user must be 1..128 characters of A-Z a-z 0-9 . _ @ : -\n");
-    rc = CH__XA_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   const char *src = a.pos[0];
   if (strcmp(src, "-") != 0) {
     if (stat(src, &sb) != 0) {
       fprintf(stderr, "chorus import: %s: %s\n", src, strerror(errno));
-      rc = CH__XA_FAIL;
+      rc = CH_CLI_EXIT_FAIL;
       goto Exit;
     }
     is_dir = S_ISDIR(sb.st_mode);
   }
   if (is_dir && fmt == CH__XA_FMT_CHORUS) {
     fprintf(stderr, "chorus import: %s is a directory: a chorus export is one file\n", src);
-    rc = CH__XA_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   if ((is_dir || fmt == CH__XA_FMT_UNIFIED) && user == NULL) {
     fprintf(stderr, "chorus import: unified conversations need --user U (their owner)\n");
-    rc = CH__XA_USAGE;
+    rc = CH_CLI_EXIT_USAGE;
     goto Exit;
   }
   if (!is_dir) {
     /* Read and parse before opening the store: a bad file touches nothing. */
     if (ch__xa_read_file(src, &text, &why) != 0) {
       fprintf(stderr, "chorus import: %s: %s\n", src, ch_buf_cstr(&why));
-      rc = CH__XA_FAIL;
+      rc = CH_CLI_EXIT_FAIL;
       goto Exit;
     }
     doc = ch__xa_parse_json(text.base ? text.base : "", text.len, &why);
     if (doc == NULL) {
       fprintf(stderr, "chorus import: %s: %s; nothing imported\n", src, ch_buf_cstr(&why));
-      rc = CH__XA_FAIL;
+      rc = CH_CLI_EXIT_FAIL;
       goto Exit;
     }
     if (fmt == CH__XA_FMT_NONE) {
@@ -1471,17 +1373,17 @@ int ch_cli_import(int argc, char **argv) {
       else {
         fprintf(stderr, "chorus import: %s: neither a chorus export ({\"version\",\"conversations\"}) nor a "
                         "unified conversation ({\"id\",\"messages\"}); nothing imported\n", src);
-        rc = CH__XA_FAIL;
+        rc = CH_CLI_EXIT_FAIL;
         goto Exit;
       }
     }
     if (fmt == CH__XA_FMT_UNIFIED && user == NULL) {
       fprintf(stderr, "chorus import: %s is a unified conversation: it needs --user U (its owner)\n", src);
-      rc = CH__XA_USAGE;
+      rc = CH_CLI_EXIT_USAGE;
       goto Exit;
     }
   }
-  if ((rc = ch__xa_open_store("import", a.cfg.data_dir, &im.st)) != 0) goto Exit;
+  if ((rc = ch_cli_open_store("import", a.cfg.data_dir, &im.st)) != 0) goto Exit;
   im.user = user;
   if (is_dir) {
     if (ch__xa_import_dir(&im, src) != 0) im.failed++;
@@ -1496,7 +1398,7 @@ int ch_cli_import(int argc, char **argv) {
          (unsigned long long)im.conv_updated, (unsigned long long)im.conv_unchanged, (unsigned long long)im.ev_added,
          (unsigned long long)im.ev_present, (unsigned long long)im.failed);
   if (fflush(stdout) != 0) im.failed++;
-  rc = im.failed ? CH__XA_FAIL : CH__XA_OK;
+  rc = im.failed ? CH_CLI_EXIT_FAIL : CH_CLI_EXIT_OK;
 Exit:
   if (im.st) ch_store_close(im.st);
   cJSON_Delete(doc);

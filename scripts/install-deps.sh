@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PKGS=(
   build-essential cmake pkg-config git
   libuv1-dev libhttp-parser-dev libssl-dev zlib1g-dev libcjson-dev
-  libsqlite3-dev libjwt-dev libcmocka-dev
+  libsqlite3-dev libjwt-dev libcmocka-dev libcurl4-openssl-dev
   clang libclang-rt-14-dev
   python3 python3-websockets python3-pytest
   nodejs npm openssl

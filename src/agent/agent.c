@@ -27,6 +27,9 @@ static ch_list_t ch__running = {&ch__running, &ch__running}; /* ch_agent_stream_
 
 static const ch_agent_backend_t *const ch__backends[] = {
     &ch_agent_backend_echo,
+    &ch_agent_backend_exec,
+    &ch_agent_backend_openai,
+    &ch_agent_backend_anthropic,
 };
 
 /* Per-stream timer, kept apart from the stream so that closing it (async)
@@ -430,10 +433,13 @@ static void ch__stream_start(ch__stream_t *s) {
 }
 
 /* The request: system prompt + the newest messages that fit the budget, oldest first. */
-static char *ch__build_request(ch_hub_t *h, ch_agent_t *a, const char *conv) {
+static char *ch__build_request(ch_hub_t *h, ch_agent_t *a, const char *conv, uint64_t upto) {
+  /* History up to the prompt itself: a later prompt committed in the same
+   * batch belongs to its own reply, not to this one. */
   ch_event_t *evs = NULL;
   size_t n = 0;
-  h->store->ops->events(h->store, conv, 0, 200, 1, &evs, &n);
+  uint64_t after = upto > 200 ? upto - 200 : 0;
+  h->store->ops->events(h->store, conv, after, (size_t)(upto - after), 0, &evs, &n);
   size_t first = n, used = 0;
   while (first > 0) {
     ch_event_t *e = &evs[first - 1];
@@ -479,7 +485,7 @@ int ch_agent_trigger(ch_hub_t *h, const char *agent, const char *conv, uint64_t 
   st->conv = ch_xstrdup(conv);
   st->in_reply_to = seq;
   st->reply_source = source ? ch_xstrdup(source) : NULL;
-  st->request_json = ch__build_request(h, a, conv);
+  st->request_json = ch__build_request(h, a, conv, seq);
   if (a->active < a->max_concurrent) {
     ch_list_insert_tail(&ch__running, &st->node);
     ch__stream_start(s);

@@ -81,6 +81,7 @@ struct ch_agent_s {
   char **opt_keys, **opt_vals;   /* owned: the spec's key=value options */
   size_t nopts;
   uint64_t requests, chars;      /* usage counters (hub thread) */
+  uint64_t tokens_in, tokens_out; /* tokens the upstream reported (prompt, completion; hub thread) */
 };
 
 typedef enum { CH_AGENT_QUEUED = 0, CH_AGENT_RUNNING, CH_AGENT_DONE } ch_agent_state_t;

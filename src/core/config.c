@@ -73,6 +73,17 @@ typedef struct ch__key_s {
 
 static int ch__check_origin(const char *v);
 
+/* command-agent: empty, or an agent name as src/agent/ accepts it. */
+static int ch__check_agent_name(const char *v) {
+  size_t n = strlen(v);
+  if (n > 64) return -1;
+  for (size_t i = 0; i < n; i++)
+    if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= '0' && v[i] <= '9') || v[i] == '-' ||
+          v[i] == '_'))
+      return -1;
+  return 0;
+}
+
 /* One row per key. To add a setting: a field in ch_config_t and a row here. */
 static const ch__key_t ch__keys[] = {
   {.key = "listen", .type = CH__T_ADDR, .off = CH__F(listen_host), .off2 = CH__F(listen_port), .def = "127.0.0.1:4000", .help = "address to listen on; IPv6 as [::1]:4000"},
@@ -84,6 +95,9 @@ static const ch__key_t ch__keys[] = {
   {.key = "tls-key", .type = CH__T_PATH, .off = CH__F(tls_key), .def = "", .help = "PEM private key of tls-cert"},
   {.key = "origins", .type = CH__T_LIST, .off = CH__F(origins), .def = "", .metavar = "ORIGIN", .check = ch__check_origin, .expect = "an origin like https://app.example.com (scheme://host[:port], no path)", .help = "allowed browser Origin, repeatable; none = any"},
   {.key = "agent", .type = CH__T_LIST, .off = CH__F(agents), .def = "", .metavar = "NAME=KIND[:ARG]", .help = "an AI agent, repeatable: KIND is echo, exec, openai or anthropic; options follow as ;key=value (docs/AGENTS.md)"},
+  {.key = "command-agent", .type = CH__T_STR, .off = CH__F(command_agent), .def = "", .metavar = "NAME", .check = ch__check_agent_name, .expect = "an agent NAME (1..64 letters, digits, - or _) or empty", .help = "agent that answers profile command (/ws/command); empty = the first agent"},
+  {.key = "rate-limit", .type = CH__T_INT, .off = CH__F(rate_limit), .def = "0", .lo = 1, .hi = 1000000, .zero = "no limit", .help = "agent requests per minute allowed per API key (per user for other credentials)"},
+  {.key = "rate-burst", .type = CH__T_INT, .off = CH__F(rate_burst), .def = "10", .lo = 1, .hi = 1000000, .help = "agent requests an API key may make at once before rate-limit paces it"},
   {.key = "test-endpoints", .type = CH__T_BOOL, .off = CH__F(test_endpoints), .def = "false", .help = "expose test-only HTTP endpoints (never in production)"},
   {.key = "insecure-dev", .type = CH__T_BOOL, .off = CH__F(insecure_dev), .def = "false", .help = "development shortcuts such as literal userId:deviceId tokens"},
   {.key = "log-level", .type = CH__T_ENUM, .off = CH__F(log_level), .def = "info", .choices = "error|warn|info|debug", .help = "least severe log records written"},

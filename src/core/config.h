@@ -58,6 +58,9 @@ typedef struct ch_config_s {
   char *tls_key;                /* PEM private key path; set exactly when tls_cert is */
   ch_config_list_t origins;     /* allowed Origin header values; empty = any */
   ch_config_list_t agents;      /* agent specs "NAME=KIND[:ARG][;key=value]..." (checked by src/agent/) */
+  char *command_agent;          /* agent answering profile command; "" = the first agent */
+  int rate_limit;               /* agent requests per minute per API key (token bucket); 0 = off */
+  int rate_burst;               /* agent requests an API key may make at once (bucket depth) */
   char *data_dir;               /* state directory, never "" */
   char *static_dir;             /* web assets served over HTTP; "" = none */
   bool test_endpoints;          /* expose test-only HTTP endpoints */

@@ -36,4 +36,16 @@ void ch_proto_routes_rest(ch_http_router_t *r); /* REST, SSE, /ws/stats, /api/ch
 void ch_proto_routes_devsync(ch_http_router_t *r); /* profile device-sync: /ws/devices (devsync.c) */
 void ch_proto_routes_relay(ch_http_router_t *r);   /* profile relay: /ws/relay (relay.c) */
 
+/* The agent-facing routes (agents.c): profile agent-ws (/api/<agent>/ws),
+ * profile command (/ws/command) and GET /api/admin/usage; takes the settings
+ * command-agent, rate-limit and rate-burst from cfg (read once, here). */
+struct ch_config_s;
+void ch_proto_routes_agents(ch_http_router_t *r, const struct ch_config_s *cfg);
+/* Append {"<agent>":N,...}: authenticated agent-ws connections per configured
+ * agent (any thread; for GET /api/health). */
+void ch_proto_agentws_connections_json(ch_buf_t *out);
+/* Hub thread: append the agents' Prometheus lines (chorus_agent_requests_total{agent=...},
+ * chorus_agent_chars_total{agent=...}, chorus_agent_active, chorus_agent_rate_limited_total). */
+void ch_proto_agents_metrics(ch_buf_t *out);
+
 #endif

@@ -7,7 +7,7 @@
  *
  *   <- {"id":null,"type":"auth_required"}                               on connect
  *   -> {"id":1,"type":"auth","pin":"123456"} | {"id":1,"type":"auth","token":T}
- *   <- {"id":1,"type":"auth_success","data":{"projects":[...],"modelProfiles":[]}}
+ *   <- {"id":1,"type":"auth_success","data":{"projects":[...],"modelProfiles":[...]}}
  *      | {"id":1,"type":"auth_failed","error":"..."}
  *   -> {"id":2,"type":"subscribe","resource":"project"|"chat"|"modelProfiles","resourceId":X}
  *   <- {"id":2,"type":"subscribed","resource":R,"resourceId":X,"data":{"chats"|"messages"|"modelProfiles":[...]}}
@@ -42,6 +42,17 @@
  * answer (or error) finds the relay request it belongs to; unsubscribing
  * or re-subscribing voids older tickets.
  *
+ * Agents. A send goes to the chat's agent (the conversation's, else the
+ * first configured; ch__proto_agent_resolve), after the credential's rate
+ * limit (refused: an error answer, nothing stored). A watcher (agentrun.h)
+ * follows the reply for usage accounting only: the reply itself reaches
+ * every subscriber of the chat as native stream events in CH_FMT_RELAY
+ * frames, from the one upstream request. When a stream ends each subscriber
+ * gets {"id":null,"type":"data","resource":"chat","resourceId":C,
+ * "data":{"completed":true}} after the stored reply; a failed stream gets
+ * {"id":null,"type":"error","resource":"chat","resourceId":C,"error":...}.
+ * modelProfiles = the configured agents, {"id","name","agent","kind"} each.
+ *
  * Project subscriptions. subscribe project P: topic "p:<P>" first (pushes
  * buffered), ch_hub_project_get (missing/forbidden -> error), then
  * ch_hub_conv_list(P) -> "subscribed" with data {"chats":[...]}, then the
@@ -59,9 +70,11 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "agent/agent.h"
 #include "hub/client.h"
 #include "hub/convops.h"
 #include "hub/ops.h"
+#include "proto/agentrun.h"
 #include "proto/proto.h"
 #include "ws/session.h"
 
@@ -106,6 +119,7 @@ struct ch__relay_s {
   char *auth_rid;             /* owned: the token auth's request id while token_pending */
   ch_auth_conn_limit_t pins;  /* wrong PINs on this connection */
   char addr[64];              /* peer IP (limiter key) */
+  ch_identity_t who;          /* the credential, once authenticated (usage, rate limit) */
   ch_list_t pending;          /* ch__relay_pend_t */
   size_t npending;
   ch_list_t projects;         /* ch__relay_psub_t */
@@ -280,6 +294,8 @@ typedef struct {
   uint64_t ticket;
   char *rid;    /* owned: request id JSON text */
   char *res_id; /* owned: resource id, or NULL */
+  char *json;   /* owned: a send's message object until it is sent, or NULL */
+  char missing[65]; /* a send: the chat's agent when it is not configured */
 } ch__relay_ctx_t;
 
 static ch__relay_ctx_t *ch__relay_ctx_new(ch__relay_t *r, uint64_t ticket, const char *rid, const char *res_id) {
@@ -293,9 +309,28 @@ static ch__relay_ctx_t *ch__relay_ctx_new(ch__relay_t *r, uint64_t ticket, const
 }
 
 static void ch__relay_ctx_free(ch__relay_ctx_t *x) {
+  free(x->json);
   free(x->rid);
   free(x->res_id);
   free(x);
+}
+
+/* [{"id","name","agent","kind"},...]: the configured agents. */
+static void ch__relay_model_profiles(ch_buf_t *b) {
+  ch_buf_append_byte(b, '[');
+  for (size_t i = 0; i < ch_agents_count(); i++) {
+    const ch_agent_t *a = ch_agent_at(i);
+    ch_buf_append_str(b, i ? ",{\"id\":" : "{\"id\":");
+    ch_buf_append_json_qstr(b, a->name);
+    ch_buf_append_str(b, ",\"name\":");
+    ch_buf_append_json_qstr(b, a->name);
+    ch_buf_append_str(b, ",\"agent\":");
+    ch_buf_append_json_qstr(b, a->name);
+    ch_buf_append_str(b, ",\"kind\":");
+    ch_buf_append_json_qstr(b, a->be->kind);
+    ch_buf_append_byte(b, '}');
+  }
+  ch_buf_append_byte(b, ']');
 }
 
 /* auth: the user's projects -> auth_success */
@@ -315,7 +350,9 @@ static void ch__relay_projects_cb(void *ud, int status, const char *code, const 
   ch_buf_t d = CH_BUF_INIT;
   ch_buf_append_str(&d, "{\"projects\":");
   ch_buf_append(&d, json, len);
-  ch_buf_append_str(&d, ",\"modelProfiles\":[]}");
+  ch_buf_append_str(&d, ",\"modelProfiles\":");
+  ch__relay_model_profiles(&d);
+  ch_buf_append_byte(&d, '}');
   ch__relay_reply(r, x->rid, "auth_success", NULL, NULL, d.base, d.len, NULL);
   ch_buf_dispose(&d);
 Exit:
@@ -323,6 +360,7 @@ Exit:
 }
 
 static void ch__relay_authenticated(ch__relay_t *r, const ch_identity_t *id, const char *rid) {
+  r->who = *id;
   snprintf(r->cl.user_id, sizeof(r->cl.user_id), "%s", id->user_id);
   snprintf(r->cl.device_id, sizeof(r->cl.device_id), "%s", id->device_id[0] ? id->device_id : "relay");
   r->cl.scopes = id->scopes;
@@ -415,10 +453,54 @@ static void ch__relay_sent_cb(void *ud, const ch_msg_out_t *out) {
   ch__relay_ctx_t *x = ud;
   ch__relay_t *r = ch__relay_find(x->loop, x->client_id);
   if (r == NULL) goto Exit;
-  if (out->status != 0) ch__relay_error(r, x->rid, "chat", x->res_id, out->error);
-  else ch__relay_data_str(r, x->rid, "chat", x->res_id, "{\"sent\":true}");
+  if (out->status != 0) {
+    ch__relay_error(r, x->rid, "chat", x->res_id, out->error);
+  } else {
+    ch__relay_data_str(r, x->rid, "chat", x->res_id, "{\"sent\":true}");
+    if (x->missing[0]) {
+      char msg[128];
+      snprintf(msg, sizeof(msg), "agent '%s' is not configured", x->missing);
+      ch__relay_error(r, NULL, "chat", x->res_id, msg);
+    }
+  }
 Exit:
   ch__relay_ctx_free(x);
+}
+
+/* The reply is followed for usage only; the subscribers get it from the room. */
+static void ch__relay_watch_sent(void *owner, const ch_msg_out_t *out) { ch__relay_sent_cb(owner, out); }
+static const ch__proto_watch_ops_t ch__relay_watch_ops = {ch__relay_watch_sent, NULL, NULL};
+
+/* send: the chat's agent is known -> rate limit -> store (and follow the reply) */
+static void ch__relay_send_resolved(void *ud, const char *agent, const char *missing) {
+  ch__relay_ctx_t *x = ud;
+  ch__relay_t *r = ch__relay_find(x->loop, x->client_id);
+  if (r == NULL) {
+    ch__relay_ctx_free(x);
+    return;
+  }
+  int64_t retry = 0;
+  if (agent && ch__proto_rate_take(&r->who, &retry) != 0) {
+    char msg[96];
+    ch__proto_rate_message(msg, sizeof(msg), retry);
+    ch__relay_error(r, x->rid, "chat", x->res_id, msg);
+    ch__relay_ctx_free(x);
+    return;
+  }
+  snprintf(x->missing, sizeof(x->missing), "%s", missing ? missing : "");
+  ch_msg_in_t in = {.conv = x->res_id, .message_json = x->json, .len = strlen(x->json),
+                    .user_id = r->cl.user_id, .device_id = r->cl.device_id, .source = r->cl.source,
+                    .scopes = r->cl.scopes, .agent = agent};
+  if (agent == NULL) {
+    ch_hub_send_message(r->cl.loop, &in, ch__relay_sent_cb, x);
+    return;
+  }
+  ch_buf_t err = CH_BUF_INIT;
+  if (ch__proto_watch_send(r->cl.loop, &in, &r->who, &ch__relay_watch_ops, x, NULL, &err) != 0) {
+    ch__relay_error(r, x->rid, "chat", x->res_id, ch_buf_cstr(&err));
+    ch__relay_ctx_free(x);
+  }
+  ch_buf_dispose(&err);
 }
 
 /* ---- the client core's renderer ------------------------------------------------- */
@@ -440,11 +522,25 @@ static void ch__relay_send_json(ch_client_t *cl, const char *json, size_t len) {
   cJSON_Delete(m);
 }
 
+/* After a stream's last event: "completed" (it ended) or a subscription error (it failed). */
+static void ch__relay_stream_over(ch__relay_t *r, ch_csub_t *sub, ch_bcast_t *b) {
+  static const char end[] = "\"op\":\"end\"", err[] = "\"op\":\"error\"";
+  size_t n = b->json->len < 64 ? b->json->len : 64; /* "op" leads the agent core's stream events */
+  if (memmem(b->json->data, n, end, sizeof(end) - 1)) {
+    ch__relay_data_str(r, NULL, "chat", sub->conv_id, "{\"completed\":true}");
+  } else if (memmem(b->json->data, n, err, sizeof(err) - 1)) {
+    cJSON *o = cJSON_ParseWithLength(b->json->data, b->json->len);
+    const char *e = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "error"));
+    ch__relay_error(r, NULL, "chat", sub->conv_id, e ? e : "the agent failed");
+    cJSON_Delete(o);
+  }
+}
+
 static void ch__relay_deliver(ch_client_t *cl, ch_csub_t *sub, ch_bcast_t *b) {
-  (void)sub;
   ch__relay_t *r = (ch__relay_t *)cl;
   if (r->ws == NULL || strcmp(b->type, "presence") == 0 || strcmp(b->type, "typing") == 0) return;
   ch_ws_send_frame(r->ws, ch_bcast_frame(b, CH_FMT_RELAY));
+  if (strcmp(b->type, "stream") == 0 && b->stream_index == 0) ch__relay_stream_over(r, sub, b);
 }
 
 static void ch__relay_joined(ch_client_t *cl, ch_csub_t *sub, const char *req_id, const char *json, size_t len) {
@@ -593,8 +689,13 @@ static void ch__relay_auth(ch__relay_t *r, cJSON *m, const char *rid) {
 static int ch__relay_id_ok(const char *s) { return s && s[0] && strlen(s) <= 128; }
 
 static void ch__relay_subscribe(ch__relay_t *r, const char *rid, const char *res, const char *res_id) {
-  if (strcmp(res, "modelProfiles") == 0) { /* the configured agents: none yet */
-    ch__relay_reply(r, rid, "subscribed", res, res_id, "{\"modelProfiles\":[]}", 20, NULL);
+  if (strcmp(res, "modelProfiles") == 0) { /* the configured agents */
+    ch_buf_t d = CH_BUF_INIT;
+    ch_buf_append_str(&d, "{\"modelProfiles\":");
+    ch__relay_model_profiles(&d);
+    ch_buf_append_byte(&d, '}');
+    ch__relay_reply(r, rid, "subscribed", res, res_id, d.base, d.len, NULL);
+    ch_buf_dispose(&d);
     return;
   }
   int chat = strcmp(res, "chat") == 0;
@@ -676,11 +777,15 @@ static void ch__relay_send_msg(ch__relay_t *r, cJSON *m, const char *rid) {
   cJSON_AddStringToObject(body, "content", text);
   char *json = cJSON_PrintUnformatted(body);
   cJSON_Delete(body);
-  ch_msg_in_t in = {.conv = chat, .message_json = json, .len = json ? strlen(json) : 0,
-                    .user_id = r->cl.user_id, .device_id = r->cl.device_id, .source = r->cl.source,
-                    .scopes = r->cl.scopes};
-  ch_hub_send_message(r->cl.loop, &in, ch__relay_sent_cb, ch__relay_ctx_new(r, 0, rid, chat));
+  if (!(r->cl.scopes & (CH_SCOPE_WRITE | CH_SCOPE_ADMIN))) {
+    ch__relay_error(r, rid, "chat", chat, "this credential may not write");
+    cJSON_free(json);
+    return;
+  }
+  ch__relay_ctx_t *x = ch__relay_ctx_new(r, 0, rid, chat);
+  x->json = ch_xstrdup(json ? json : "{}");
   cJSON_free(json);
+  ch__proto_agent_resolve(r->cl.loop, chat, ch__relay_send_resolved, x);
 }
 
 static void ch__relay_handle(ch__relay_t *r, cJSON *m) {

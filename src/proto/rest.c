@@ -44,6 +44,7 @@
 #include "server/server.h"
 #include "sse/stream.h"
 
+#include "proto/agentrun.h"
 #include "proto/internal.h"
 
 #define CH__EVENT_NAME_MAX 64 /* custom event names and user event types, bytes */
@@ -561,8 +562,45 @@ static void ch__chat_delete_fn(ch__rq_t *q) {
 }
 static void ch__chat_delete(ch_http_ctx_t *x) { ch__rest_auth(x, CH_SCOPE_WRITE, ch__chat_delete_fn, 200, 1); }
 
-static const ch_sse_handler_t ch__chat_sse = {.name = "chat", .on_close = NULL};
+/* POST /api/chat once the body is valid:
+ *
+ *   resolve the agent (the conversation's, else the first configured; hub thread)
+ *     ├─ an agent: rate limit (429) ─> watcher: subscribe "c:<conv>", store the prompt
+ *     │    stored ─> SSE start ─> chunk per delta ─> done (the stored assistant message) | error
+ *     └─ none: store the prompt ─> SSE start ─> done with "message":null
+ *                                  (or error, when the conversation names an agent not configured)
+ *
+ * A chunk's "messageId" is the reply's stream id: the assistant message gets
+ * its id only when it is stored at the end; the stored message carries the
+ * same value as "streamId", and done's "messageId" is its id. The state below
+ * lives until the SSE stream closes (or until an answer before it); a client
+ * that leaves mid-reply only detaches the watcher (the reply goes on, stored
+ * and accounted). */
+typedef struct {
+  ch__rq_t *q;            /* the request until the stream starts (then NULL) */
+  ch_sse_t *sse;          /* the stream once started; NULL after it closed */
+  ch__proto_watch_t *w;   /* the reply being followed, or NULL */
+  char *text;             /* owned: the user message object (JSON) */
+  char *conv;             /* owned: the conversation (the request's is gone with q) */
+  char agent[65];         /* the answering agent ("" = none) */
+  char missing[65];       /* the conversation's agent when it is not configured */
+} ch__chat_t;
 
+static void ch__chat_free(ch__chat_t *c) {
+  ch__proto_watch_detach(c->w);
+  free(c->text);
+  free(c->conv);
+  free(c);
+}
+
+static void ch__chat_sse_close(ch_sse_t *s) {
+  ch__chat_t *c = s->udata;
+  if (c) ch__chat_free(c);
+}
+
+static const ch_sse_handler_t ch__chat_sse = {.name = "chat", .on_close = ch__chat_sse_close};
+
+/* data: {"type":type,"conversationId":conv<rest_json>} */
 static void ch__chat_send(ch_sse_t *s, const char *type, const char *conv, const char *rest_json) {
   ch_buf_t b = CH_BUF_INIT;
   ch_buf_printf(&b, "{\"type\":\"%s\",\"conversationId\":", type);
@@ -573,29 +611,127 @@ static void ch__chat_send(ch_sse_t *s, const char *type, const char *conv, const
   ch_buf_dispose(&b);
 }
 
-/* The assistant's turn. No agent is wired yet: `done` follows `start` with
- * "message":null (CLIENT-PROFILES.md, unified, Settled). The agent module
- * replaces this with chunk events and the stored assistant message. */
-static void ch__chat_reply(ch_sse_t *s, const char *conv) {
-  ch__chat_send(s, "done", conv, ",\"messageId\":null,\"message\":null");
-  ch_sse_end(s);
-}
-
-static void ch__chat_sent_cb(void *ud, const ch_msg_out_t *out) {
-  ch__rq_t *q = ud;
+/* The prompt is stored (or refused): answer, or start the event stream. */
+static void ch__chat_stored(ch__chat_t *c, const ch_msg_out_t *out) {
+  ch__rq_t *q = c->q;
   ch_http_ctx_t *x = q->x;
+  c->q = NULL;
   if (out->status != 0 || x->c == NULL) {
+    if (out->status != 0) c->w = NULL; /* a refused prompt's watcher is gone; a stored one goes on, detached */
     ch__rest_err(q, out->status ? ch__http_status(out->code) : 500, out->code, out->error);
+    ch__chat_free(c);
     return;
   }
-  ch_sse_t *s = ch_sse_start(x, &ch__chat_sse, NULL);
+  c->sse = ch_sse_start(x, &ch__chat_sse, c);
   ch_buf_t rest = CH_BUF_INIT;
   ch_buf_append_str(&rest, ",\"messageId\":");
   ch_buf_append_json_qstr(&rest, out->id);
-  ch__chat_send(s, "start", out->conversation_id, ch_buf_cstr(&rest));
+  ch__chat_send(c->sse, "start", q->conv, ch_buf_cstr(&rest));
   ch_buf_dispose(&rest);
-  ch__chat_reply(s, out->conversation_id);
+  if (c->agent[0] == '\0') { /* nobody answers */
+    if (c->missing[0]) {
+      rest.len = 0;
+      ch_buf_printf(&rest, ",\"error\":\"agent '%s' is not configured\"", c->missing); /* [A-Za-z0-9_-] */
+      ch__chat_send(c->sse, "error", q->conv, ch_buf_cstr(&rest));
+      ch_buf_dispose(&rest);
+    } else {
+      ch__chat_send(c->sse, "done", q->conv, ",\"messageId\":null,\"message\":null");
+    }
+    ch_sse_end(c->sse);
+  }
   ch__rq_free(q);
+}
+
+static void ch__chat_on_sent(void *owner, const ch_msg_out_t *out) { ch__chat_stored(owner, out); }
+
+static void ch__chat_sent_cb(void *ud, const ch_msg_out_t *out) { ch__chat_stored(ud, out); }
+
+static void ch__chat_on_chunk(void *owner, const char *stream_id, const char *delta, size_t len) {
+  ch__chat_t *c = owner;
+  if (c->sse == NULL) return;
+  ch_buf_t b = CH_BUF_INIT;
+  ch_buf_append_str(&b, "{\"type\":\"chunk\",\"conversationId\":");
+  ch_buf_append_json_qstr(&b, c->conv);
+  ch_buf_append_str(&b, ",\"messageId\":");
+  ch_buf_append_json_qstr(&b, stream_id);
+  ch_buf_append_str(&b, ",\"content\":\"");
+  ch_buf_append_json_str(&b, delta, len);
+  ch_buf_append_str(&b, "\"}");
+  ch_sse_send(c->sse, NULL, NULL, b.base, b.len);
+  ch_buf_dispose(&b);
+}
+
+static void ch__chat_on_end(void *owner, const char *stream_id, const char *message, size_t mlen, const char *err) {
+  (void)stream_id;
+  ch__chat_t *c = owner;
+  c->w = NULL;
+  if (c->sse == NULL) return;
+  const char *conv = c->conv;
+  ch_buf_t rest = CH_BUF_INIT;
+  if (err) {
+    ch_buf_append_str(&rest, ",\"error\":");
+    ch_buf_append_json_qstr(&rest, err);
+    ch__chat_send(c->sse, "error", conv, ch_buf_cstr(&rest));
+  } else {
+    cJSON *m = message ? cJSON_ParseWithLength(message, mlen) : NULL;
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "id"));
+    ch_buf_append_str(&rest, ",\"messageId\":");
+    if (id) ch_buf_append_json_qstr(&rest, id);
+    else ch_buf_append_str(&rest, "null");
+    ch_buf_append_str(&rest, ",\"message\":");
+    if (message) ch_buf_append(&rest, message, mlen);
+    else ch_buf_append_str(&rest, "null");
+    cJSON_Delete(m);
+    ch__chat_send(c->sse, "done", conv, ch_buf_cstr(&rest));
+  }
+  ch_buf_dispose(&rest);
+  ch_sse_end(c->sse);
+}
+
+static const ch__proto_watch_ops_t ch__chat_watch_ops = {ch__chat_on_sent, ch__chat_on_chunk, ch__chat_on_end};
+
+static void ch__chat_resolved(void *ud, const char *agent, const char *missing) {
+  ch__chat_t *c = ud;
+  ch__rq_t *q = c->q;
+  if (q->x->c == NULL) { /* the client left: nothing stored, nothing to answer */
+    c->q = NULL;
+    ch__rest_err(q, 500, "gone", "gone");
+    ch__chat_free(c);
+    return;
+  }
+  snprintf(c->agent, sizeof(c->agent), "%s", agent ? agent : "");
+  snprintf(c->missing, sizeof(c->missing), "%s", missing ? missing : "");
+  int64_t retry = 0;
+  if (agent && ch__proto_rate_take(&q->id, &retry) != 0) {
+    char msg[96], hdr[64];
+    ch__proto_rate_message(msg, sizeof(msg), retry);
+    long secs = (long)((retry + 999) / 1000);
+    snprintf(hdr, sizeof(hdr), "Retry-After: %ld\r\n", secs < 1 ? 1 : secs);
+    ch_buf_t b = CH_BUF_INIT;
+    ch_buf_append_str(&b, "{\"success\":false,\"error\":");
+    ch_buf_append_json_qstr(&b, msg);
+    ch_buf_printf(&b, ",\"code\":\"rate_limited\",\"retryAfter\":%ld}", secs < 1 ? 1 : secs);
+    ch_http_reply(q->x, 429, "application/json", b.base, b.len, hdr);
+    ch_buf_dispose(&b);
+    c->q = NULL;
+    ch__rq_free(q);
+    ch__chat_free(c);
+    return;
+  }
+  ch_msg_in_t in = {.conv = q->conv, .message_json = c->text, .len = strlen(c->text), .user_id = q->id.user_id,
+                    .device_id = q->id.device_id, .source = "web", .scopes = q->id.scopes,
+                    .agent = agent};
+  if (agent == NULL) {
+    ch_hub_send_message(q->loop, &in, ch__chat_sent_cb, c);
+    return;
+  }
+  ch_buf_t err = CH_BUF_INIT;
+  if (ch__proto_watch_send(q->loop, &in, &q->id, &ch__chat_watch_ops, c, &c->w, &err) != 0) {
+    c->q = NULL;
+    ch__rest_err(q, 400, "invalid", ch_buf_cstr(&err));
+    ch__chat_free(c);
+  }
+  ch_buf_dispose(&err);
 }
 
 static void ch__chat_post_fn(ch__rq_t *q) {
@@ -625,10 +761,12 @@ static void ch__chat_post_fn(ch__rq_t *q) {
   cJSON_AddStringToObject(m, "source", "web");
   if (cJSON_IsObject(ctx)) cJSON_AddItemToObject(m, "context", cJSON_Duplicate(ctx, 1));
   char *text = cJSON_PrintUnformatted(m);
-  ch_msg_in_t in = {.conv = q->conv, .message_json = text, .len = strlen(text), .user_id = q->id.user_id,
-                    .device_id = q->id.device_id, .source = "web", .scopes = q->id.scopes};
-  ch_hub_send_message(q->loop, &in, ch__chat_sent_cb, q);
+  ch__chat_t *c = ch_xcalloc(1, sizeof(*c));
+  c->text = ch_xstrdup(text);
+  c->conv = ch_xstrdup(q->conv);
+  c->q = q;
   cJSON_free(text);
+  ch__proto_agent_resolve(q->loop, q->conv, ch__chat_resolved, c);
 Exit:
   cJSON_Delete(m);
   cJSON_Delete(o);

@@ -4,10 +4,15 @@
  * /health is the only route open without a credential (load balancers poll
  * it). /api/status answers in the shape the `agent-ws` client profile expects
  * ({"status":"running","version","uptime","health":"ok","timestamp"}) plus
- * connection counts. /metrics is Prometheus text exposition format 0.0.4:
- * totals, then the same counters per loop with a `loop` label.
+ * connection counts; so does /api/health
+ * ({"status":"ok","version","timestamp","connections":{"<agent>":N,...}},
+ * counting authenticated agent-ws connections per configured agent); both
+ * are open too, as that profile's clients poll them without a key. /metrics
+ * is Prometheus text exposition format 0.0.4: totals, then the same counters
+ * per loop with a `loop` label, then the agents' usage (read on the hub thread).
  */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/buf.h"
@@ -21,6 +26,17 @@
 static void ch__ops_health(ch_http_ctx_t *x) {
   static const char body[] = "{\"status\":\"ok\"}";
   ch_http_reply_json(x, 200, body, sizeof(body) - 1);
+}
+
+static void ch__ops_api_health(ch_http_ctx_t *x) {
+  char ts[CH_ISO8601_LEN + 1];
+  ch_clock_iso8601(ch_clock_wall_ms(), ts);
+  ch_buf_t b = CH_BUF_INIT;
+  ch_buf_printf(&b, "{\"status\":\"ok\",\"version\":\"%s\",\"timestamp\":\"%s\",\"connections\":", CH_VERSION, ts);
+  ch_proto_agentws_connections_json(&b);
+  ch_buf_append_byte(&b, '}');
+  ch_http_reply_json(x, 200, b.base, b.len);
+  ch_buf_dispose(&b);
 }
 
 static void ch__ops_status(ch_http_ctx_t *x) {
@@ -45,12 +61,20 @@ typedef struct {
   ch_http_ctx_t *x;
   uint64_t conversations, messages;
   size_t presence_sets;
+  ch_buf_t agents; /* the agents' lines, read on the hub thread */
 } ch__metrics_req_t;
 
 static void ch__metrics_run(ch_hub_t *h, ch_hub_req_t *r) {
   ch__metrics_req_t *q = (ch__metrics_req_t *)r;
   r->status = h->store->ops->counts(h->store, &q->conversations, &q->messages);
   q->presence_sets = h->presence.count;
+  ch_proto_agents_metrics(&q->agents);
+}
+
+static void ch__metrics_free(ch_hub_req_t *r) {
+  ch__metrics_req_t *q = (ch__metrics_req_t *)r;
+  ch_buf_dispose(&q->agents);
+  free(q);
 }
 
 static void ch__metrics_done(ch_hub_req_t *r);
@@ -59,6 +83,7 @@ static void ch__ops_metrics_authed(ch_http_ctx_t *x, const ch_identity_t *id) {
   ch__metrics_req_t *q = ch_xcalloc(1, sizeof(*q));
   q->base.run = ch__metrics_run;
   q->base.done = ch__metrics_done;
+  q->base.free_cb = ch__metrics_free;
   q->base.loop = x->c->loop;
   q->x = x;
   ch_hub_submit(ch_hub, &q->base);
@@ -115,6 +140,7 @@ static void ch__metrics_done(ch_hub_req_t *r) {
                   (unsigned long long)CH_STAT_GET(&s->loops[i]->stats, name));
   CH_LOOP_STATS(CH__METRIC)
 #undef CH__METRIC
+  ch_buf_append(&b, q->agents.base, q->agents.len);
   ch_http_reply(x, 200, "text/plain; version=0.0.4; charset=utf-8", b.base, b.len, NULL);
   ch_buf_dispose(&b);
 }
@@ -122,6 +148,7 @@ static void ch__metrics_done(ch_hub_req_t *r) {
 static const ch_http_route_t ch__ops_routes[] = {
     {"GET", "/health", ch__ops_health, 0},
     {"GET", "/api/status", ch__ops_status, 0},
+    {"GET", "/api/health", ch__ops_api_health, 0},
     {"GET", "/metrics", ch__ops_metrics, 0},
 };
 

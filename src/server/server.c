@@ -255,6 +255,7 @@ int ch_server_run(const ch_config_t *cfg) {
   ch_proto_routes_rest(s->router);
   ch_proto_routes_devsync(s->router);
   ch_proto_routes_relay(s->router);
+  ch_proto_routes_agents(s->router, cfg);
   ch__server_apply_settings(s, cfg);
 
   int n = cfg->threads > 0 ? cfg->threads : (int)uv_available_parallelism();

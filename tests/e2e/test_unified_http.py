@@ -93,7 +93,9 @@ def test_stats_counts_clients_rooms_sources_and_totals(make_hub):
             await dev.close()
         await w.close()
         await d1.leave("room-a")
-        d = wait_stats(hub, lambda d: d["websocket"]["connectedClients"] == 2)
+        # Sockets are counted by their loops at once; rooms by the hub thread when
+        # the leave/close reaches it: wait for both before asserting the whole shape.
+        d = wait_stats(hub, lambda d: d["websocket"]["connectedClients"] == 2 and d["websocket"]["activeRooms"] == 1)
         assert d["websocket"] == {"connectedClients": 2, "activeRooms": 1, "clientsBySource": {"desktop": 2}}, d
         await d1.close()
         await d2.close()

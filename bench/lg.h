@@ -2,17 +2,22 @@
  * lg.h — internals shared by the source files of chorus-loadgen (everything in bench/).
  *
  * chorus-loadgen is a single-threaded libuv program: one loop, many client
- * WebSocket connections, one mode driving them (echo, fanout, idle; see
- * loadgen.c). The pieces:
+ * WebSocket connections, one mode driving them (echo, fanout, idle: see
+ * loadgen.c; send, convfan, resume on chorus's native protocol: see
+ * lg_conv.c). The pieces:
  *
- *   lg_hist.c  log-linear latency histogram, fixed size, no allocation
- *   lg_url.c   ws:// URL parsing, loopback-only
+ *   lg_util.c  log-linear latency histogram (fixed size, no allocation),
+ *              ws:// URL parsing (loopback only), payload stamps, /proc
+ *              readings, option parsing helpers
  *   lg_conn.c  the client connection: paced connect with retries, the HTTP
  *              Upgrade handshake (checks 101 + Sec-WebSocket-Accept), a
  *              resumable frame parser for server frames, masked frame
  *              building into a per-connection output buffer that one
  *              uv_prepare/uv_check pair flushes per loop turn
- *   loadgen.c  command line, the three modes, JSON report
+ *   lg_json.c  a JSON scanner that finds members without allocating
+ *              (for the native protocol's documents)
+ *   loadgen.c  command line, echo/fanout/idle, JSON report
+ *   lg_conv.c  the conversation modes (send, convfan, resume), own report
  *
  * Data flow of one connection:
  *
@@ -39,6 +44,7 @@
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "core/buf.h"
@@ -65,7 +71,9 @@ uint64_t lg_hist_quantile(const lg_hist_t *h, double q);
 typedef struct lg_url_s {
   struct sockaddr_in addr; /* resolved, always in 127.0.0.0/8 */
   char host[128];          /* as written, for the Host header (with :port) */
-  char path[1024];         /* path + query, starts with '/' */
+  char path[1024];         /* path + query, starts with '/'; its first "{i}" is replaced by
+                            * the connection's u_index in the request line (per-connection
+                            * credentials, e.g. ?token=user:dev{i}) */
 } lg_url_t;
 
 /* Parse "ws://HOST:PORT/path?query". HOST must be localhost or an address in
@@ -120,6 +128,13 @@ typedef struct lg_ops_s {
    * unexpected close from the server). Not called for closes we asked for.
    * The conn must not be used for sending afterwards. */
   void (*on_fail)(lg_conn_t *c, const char *why);
+  /* Optional. When set, every complete data message is handed over whole
+   * here instead of through on_message (and without the filler check):
+   * data/len is the message, borrowed until return. It points into the
+   * shared read buffer when the message arrived unfragmented in one read,
+   * else into c->msg, where the fragments were gathered (a buffer that
+   * reaches its steady size and is then reused: no allocation per message). */
+  void (*on_text)(lg_conn_t *c, int opcode, const uint8_t *data, size_t len, uint64_t now);
 } lg_ops_t;
 
 struct lg_conn_s {
@@ -158,6 +173,7 @@ struct lg_conn_s {
   uint64_t msg_len;       /* data message bytes so far */
   uint8_t pfx[LG_PFX];    /* first bytes of the data message */
   uint8_t ctrl[125];      /* control frame payload */
+  ch_buf_t msg;           /* ops->on_text: a message gathered across reads; owned, reused */
   /* output */
   ch_buf_t out;           /* frames waiting to be written; owned */
   ch_buf_t wbuf;          /* bytes handed to uv_write; owned, untouched while writing */
@@ -228,6 +244,65 @@ void lg_conn_abort(lg_conn_t *c);
 void lg_conn_dispose(lg_conn_t *c);
 /* Write out every pending output buffer now (also done once per loop turn). */
 void lg_engine_flush(lg_engine_t *eng);
+
+/* ---- process readings and option helpers (lg_util.c) ------------------------------------ */
+
+/* VmRSS of pid in KiB, or -1. */
+long lg_proc_rss_kb(long pid);
+/* utime + stime of pid (all threads), in clock ticks; 0 when unreadable. */
+uint64_t lg_proc_cpu_ticks(long pid);
+/* Decimal unsigned in [lo, hi]; 0 or CH_EINVAL. */
+int lg_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out);
+/* Decimal seconds in [lo, hi]; 0 or CH_EINVAL. */
+int lg_parse_sec(const char *s, double lo, double hi, double *out);
+/* Raise RLIMIT_NOFILE to the hard limit; warn on stderr when need connections cannot fit. */
+void lg_raise_nofile(unsigned need);
+/* Lowercase hex digits of v, exactly 16, into p. */
+void lg_hex16(uint8_t *p, uint64_t v);
+/* Parse exactly 16 lowercase hex digits; 0 or CH_EPROTO. */
+int lg_unhex16(const uint8_t *p, uint64_t *out);
+
+/* ---- JSON scanning (lg_json.c) ----------------------------------------------------------- */
+
+/* A value found in a JSON text: spans point into the caller's buffer. */
+typedef struct lg_jv_s {
+  const char *p; /* string: the bytes between the quotes (escapes left as they are);
+                  * other kinds: the whole token, brackets included */
+  size_t n;
+  char kind;     /* 's' string, 'o' object, 'a' array, 'n' number, 'l' true/false/null, 0 absent */
+} lg_jv_t;
+
+#define LG_JSON_MAX_KEYS 32
+
+/* Walk the members of the object in p[0..n) (leading blanks allowed) once; for
+ * each member whose key equals keys[i] (compared raw), out[i] gets its value
+ * (first occurrence wins); keys not present keep kind 0. Nested values are
+ * skipped by bracket matching, aware of strings and escapes. Never allocates.
+ * The walk stops as soon as every key was found (what follows is not looked
+ * at), and when the last key found has an object value, that value is not
+ * skipped either: its span then runs from its '{' to the end of the text
+ * (still kind 'o'; lg_json_object on it stops at its own closing brace).
+ * Returns 0, CH_EPROTO when the text is not an object or is cut short before
+ * every key was found, CH_EINVAL for more than LG_JSON_MAX_KEYS keys. */
+int lg_json_object(const char *p, size_t n, const char *const *keys, size_t nkeys, lg_jv_t *out);
+/* Iterate the elements of an array value (kind 'a'): start with *cur = NULL;
+ * returns 1 with *v set, 0 after the last element, CH_EPROTO on malformed text. */
+int lg_json_array_next(const lg_jv_t *arr, const char **cur, lg_jv_t *v);
+/* A number value that is a plain unsigned integer (no sign, fraction or exponent);
+ * 0 or CH_EPROTO. */
+int lg_json_u64(const lg_jv_t *v, uint64_t *out);
+/* 1 when v is the string s (compared raw). */
+int lg_json_is(const lg_jv_t *v, const char *s);
+
+/* ---- the conversation modes (lg_conv.c) -------------------------------------------------- */
+
+/* 1 when argv[1] names a conversation mode (send, convfan, resume). */
+int lg_conv_is_mode(const char *mode);
+/* Run a conversation mode; argv[1] is the mode. Returns the exit status
+ * (0 clean, 1 failed or errors/losses, 2 usage error). */
+int lg_conv_main(int argc, char **argv);
+/* The usage lines of the conversation modes and their options (for --help). */
+void lg_conv_usage(FILE *f);
 
 /* Random bytes from getrandom(2); 0 or CH_EIO. */
 int lg_random(void *p, size_t n);

@@ -33,6 +33,11 @@
  * most one control payload. Output goes into a per-connection ch_buf_t that
  * reaches its steady size and then never reallocates, so nothing is allocated
  * per message.
+ *
+ * Whole messages (ops->on_text, the conversation modes that read JSON): a
+ * message that arrives unfragmented inside one read is handed over in place,
+ * a pointer into the read buffer (no copy); any other is gathered in the
+ * connection's `msg` buffer (which, like `out`, reaches its steady size).
  */
 #include <stdio.h>
 #include <string.h>
@@ -141,6 +146,7 @@ static void lg__reset_io(lg_conn_t *c) {
   c->ctrl_len = 0;
   c->close_sent = 0;
   c->out.len = 0;
+  c->msg.len = 0;
   ch_buf_dispose(&c->hs);
 }
 
@@ -423,6 +429,20 @@ static int lg__parse(lg_conn_t *c, const uint8_t *p, size_t n, uint64_t now, con
     if (c->fr_opcode >= 8) {
       memcpy(c->ctrl + c->ctrl_len, p, take);
       c->ctrl_len = (uint8_t)(c->ctrl_len + take);
+    } else if (c->ops->on_text) {
+      if (c->msg_len == 0 && c->fr_fin && take == c->fr_left) {
+        /* The whole message is here: hand it over in place. */
+        int op = c->msg_opcode;
+        c->msg_opcode = 0;
+        c->rstate = 0;
+        c->fr_left = 0;
+        p += take;
+        if (c->state == LG_C_OPEN) c->ops->on_text(c, op, p - take, take, now);
+        continue;
+      }
+      if (c->msg_len == 0) c->msg.len = 0;
+      ch_buf_append(&c->msg, p, take);
+      c->msg_len += take;
     } else {
       size_t i = 0;
       if (c->msg_len < LG_PFX) {
@@ -445,7 +465,13 @@ static int lg__parse(lg_conn_t *c, const uint8_t *p, size_t n, uint64_t now, con
     } else if (c->fr_fin) {
       int op = c->msg_opcode;
       c->msg_opcode = 0;
-      if (c->state == LG_C_OPEN) c->ops->on_message(c, op, c->pfx, c->msg_len, c->tail_ok, now);
+      if (c->ops->on_text) {
+        size_t mlen = c->msg.len;
+        c->msg.len = 0;
+        if (c->state == LG_C_OPEN) c->ops->on_text(c, op, (const uint8_t *)c->msg.base, mlen, now);
+      } else if (c->state == LG_C_OPEN) {
+        c->ops->on_message(c, op, c->pfx, c->msg_len, c->tail_ok, now);
+      }
     }
   }
   return 0;
@@ -620,10 +646,15 @@ static void lg__on_connect(uv_connect_t *req, int status) {
     lg__attempt_failed(c, "sha1 failed");
     return;
   }
+  /* The path's first "{i}" becomes this connection's index (per-connection credentials). */
+  const char *path = c->url->path, *mark = strstr(path, "{i}");
+  int before = mark ? (int)(mark - path) : (int)strlen(path);
+  char idx[16] = "";
+  if (mark) snprintf(idx, sizeof(idx), "%u", (unsigned)c->u_index);
   ch_buf_printf(&c->out,
-                "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "GET %.*s%s%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                c->url->path, c->url->host, c->key);
+                before, path, idx, mark ? mark + 3 : "", c->url->host, c->key);
   if (uv_read_start((uv_stream_t *)&c->tcp, lg__on_alloc, lg__on_read) < 0) {
     lg__attempt_failed(c, "read_start failed");
     return;
@@ -735,6 +766,7 @@ void lg_conn_init(lg_conn_t *c, lg_engine_t *eng, const lg_url_t *url, const lg_
   ch_buf_init(&c->out);
   ch_buf_init(&c->wbuf);
   ch_buf_init(&c->hs);
+  ch_buf_init(&c->msg);
   c->state = LG_C_NEW;
 }
 
@@ -774,4 +806,5 @@ void lg_conn_dispose(lg_conn_t *c) {
   ch_buf_dispose(&c->out);
   ch_buf_dispose(&c->wbuf);
   ch_buf_dispose(&c->hs);
+  ch_buf_dispose(&c->msg);
 }

@@ -1,7 +1,8 @@
 /*
  * lg_util.c — the small pure pieces of chorus-loadgen: the latency histogram,
- * ws:// URL parsing (loopback only), payload stamps, randomness and the
- * Sec-WebSocket-Accept computation. See lg.h for the contracts.
+ * ws:// URL parsing (loopback only), payload stamps, randomness, the
+ * Sec-WebSocket-Accept computation, /proc readings of the server and the
+ * option parsing helpers every mode shares. See lg.h for the contracts.
  *
  * Histogram layout (log-linear, like HdrHistogram with 6 significant bits):
  *
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 
 #include "lg.h"
 #include "core/err.h"
@@ -130,18 +132,19 @@ const uint8_t *lg_filler_table(void) {
 
 static const char lg__hex[] = "0123456789abcdef";
 
-void lg_payload_stamp(uint8_t *p, uint64_t seq, uint64_t t_ns) {
+void lg_hex16(uint8_t *p, uint64_t v) {
   for (int i = 15; i >= 0; i--) {
-    p[i] = (uint8_t)lg__hex[seq & 15];
-    seq >>= 4;
-  }
-  for (int i = 31; i >= 16; i--) {
-    p[i] = (uint8_t)lg__hex[t_ns & 15];
-    t_ns >>= 4;
+    p[i] = (uint8_t)lg__hex[v & 15];
+    v >>= 4;
   }
 }
 
-static int lg__hex16(const uint8_t *p, uint64_t *out) {
+void lg_payload_stamp(uint8_t *p, uint64_t seq, uint64_t t_ns) {
+  lg_hex16(p, seq);
+  lg_hex16(p + 16, t_ns);
+}
+
+int lg_unhex16(const uint8_t *p, uint64_t *out) {
   uint64_t v = 0;
   for (int i = 0; i < 16; i++) {
     uint8_t ch = p[i];
@@ -156,7 +159,7 @@ static int lg__hex16(const uint8_t *p, uint64_t *out) {
 }
 
 int lg_payload_parse(const uint8_t *p, uint64_t *seq, uint64_t *t_ns) {
-  if (lg__hex16(p, seq) < 0 || lg__hex16(p + 16, t_ns) < 0) return CH_EPROTO;
+  if (lg_unhex16(p, seq) < 0 || lg_unhex16(p + 16, t_ns) < 0) return CH_EPROTO;
   return 0;
 }
 
@@ -186,4 +189,69 @@ int lg_ws_accept(const char *key, char *out, size_t outlen) {
   if (EVP_Digest(cat, (size_t)n, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20) return CH_EIO;
   EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 chars + NUL */
   return 0;
+}
+
+/* ---- the server's process, options ---------------------------------------------------------- */
+
+long lg_proc_rss_kb(long pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return -1;
+  long kb = -1;
+  while (fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "VmRSS:", 6) == 0) {
+      kb = strtol(line + 6, NULL, 10);
+      break;
+    }
+  }
+  fclose(f);
+  return kb;
+}
+
+uint64_t lg_proc_cpu_ticks(long pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  if (p == NULL) return 0;
+  unsigned long ut = 0, st = 0;
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) return 0;
+  return (uint64_t)ut + st;
+}
+
+int lg_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return CH_EINVAL;
+  *out = (unsigned)v;
+  return 0;
+}
+
+int lg_parse_sec(const char *s, double lo, double hi, double *out) {
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end || !(v >= lo && v <= hi)) return CH_EINVAL;
+  *out = v;
+  return 0;
+}
+
+void lg_raise_nofile(unsigned need) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)need + 32 > rl.rlim_cur) {
+    fprintf(stderr, "chorus-loadgen: warning: %u connections need more descriptors than the limit %lu\n",
+            need, (unsigned long)rl.rlim_cur);
+  }
 }

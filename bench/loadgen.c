@@ -5,6 +5,7 @@
  *   chorus-loadgen fanout --sub-url ws://.../bench/sub?channel=x --pub-url ws://.../bench/pub?channel=x
  *                         -c SUBS -w WINDOW -s SIZE -d SECONDS
  *   chorus-loadgen idle   --url ws://... -c CONNS --server-pid PID -d SECONDS
+ *   chorus-loadgen send|convfan|resume ...   chorus's native protocol: lg_conv.c
  *
  * Each run prints exactly one JSON line on stdout (also when it fails: then
  * with "error"), and messages on stderr. Exit status: 0 on a clean run; 1 when
@@ -130,37 +131,6 @@ static void lg_set_fatal(const char *why) {
   else snprintf(R.fatal, sizeof(R.fatal), "%s", why);
 }
 
-static long lg_read_rss_kb(long pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof(path), "/proc/%ld/status", pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL) return -1;
-  long kb = -1;
-  while (fgets(line, sizeof(line), f)) {
-    if (strncmp(line, "VmRSS:", 6) == 0) {
-      kb = strtol(line + 6, NULL, 10);
-      break;
-    }
-  }
-  fclose(f);
-  return kb;
-}
-
-static uint64_t lg_read_cpu_ticks(long pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL) return 0;
-  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')');
-  if (p == NULL) return 0;
-  unsigned long ut = 0, st = 0;
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) return 0;
-  return (uint64_t)ut + st;
-}
-
 static double lg_tv(const struct timeval *tv) { return (double)tv->tv_sec + tv->tv_usec / 1e6; }
 
 static void lg_cpu_snapshot(int end) {
@@ -168,10 +138,10 @@ static void lg_cpu_snapshot(int end) {
   getrusage(RUSAGE_SELF, ru);
   if (end) {
     R.t_cpu1 = uv_hrtime();
-    if (R.o.server_pid) R.srv1 = lg_read_cpu_ticks(R.o.server_pid);
+    if (R.o.server_pid) R.srv1 = lg_proc_cpu_ticks(R.o.server_pid);
   } else {
     R.t_cpu0 = uv_hrtime();
-    if (R.o.server_pid) R.srv0 = lg_read_cpu_ticks(R.o.server_pid);
+    if (R.o.server_pid) R.srv0 = lg_proc_cpu_ticks(R.o.server_pid);
   }
 }
 
@@ -275,7 +245,7 @@ static void echo_on_message(lg_conn_t *c, int opcode, const uint8_t *pfx, uint64
   }
 }
 
-static const lg_ops_t echo_ops = {echo_on_open, echo_on_message, NULL, echo_on_fail};
+static const lg_ops_t echo_ops = {echo_on_open, echo_on_message, NULL, echo_on_fail, NULL};
 
 /* ---- fanout ------------------------------------------------------------------------------- */
 
@@ -442,7 +412,7 @@ static void fanout_on_message(lg_conn_t *c, int opcode, const uint8_t *pfx, uint
   fanout_advance(now);
 }
 
-static const lg_ops_t fanout_ops = {fanout_on_open, fanout_on_message, NULL, fanout_on_fail};
+static const lg_ops_t fanout_ops = {fanout_on_open, fanout_on_message, NULL, fanout_on_fail, NULL};
 
 /* Deliveries still missing from live participants (stall or drain timeout). */
 static uint64_t fanout_missing(void) {
@@ -496,7 +466,7 @@ static void idle_on_pong(lg_conn_t *c) {
   }
 }
 
-static const lg_ops_t idle_ops = {idle_on_open, idle_on_message, idle_on_pong, idle_on_fail};
+static const lg_ops_t idle_ops = {idle_on_open, idle_on_message, idle_on_pong, idle_on_fail, NULL};
 
 /* ---- the tick: phase changes and deadlines ------------------------------------------------ */
 
@@ -558,7 +528,7 @@ static void lg_on_tick(uv_timer_t *t) {
       R.phase = P_DRAIN;
       R.t_phase_end = now + grace;
       if (R.o.mode == M_IDLE) {
-        R.rss1_kb = lg_read_rss_kb(R.o.server_pid);
+        R.rss1_kb = lg_proc_rss_kb(R.o.server_pid);
         R.phase = P_PING;
         R.t_phase_end = now + 5 * NS_PER_S;
         for (unsigned i = 0; i < R.nconns; i++) lg_conn_send(&R.conns[i], 0x9, "lg", 2);
@@ -674,7 +644,7 @@ static void lg_report(void) {
   ch_buf_printf(&b, ",\"gen_cpu_pct\":%.1f", cpu_pct);
   if (srv_pct >= 0) ch_buf_printf(&b, ",\"server_cpu_pct\":%.1f", srv_pct);
   if (R.o.server_pid) {
-    long rss = R.o.mode == M_IDLE ? R.rss1_kb : lg_read_rss_kb(R.o.server_pid);
+    long rss = R.o.mode == M_IDLE ? R.rss1_kb : lg_proc_rss_kb(R.o.server_pid);
     ch_buf_printf(&b, ",\"server_rss_kb\":%ld", rss);
   }
   if (R.fatal[0] || R.first_error[0]) {
@@ -723,28 +693,14 @@ static void lg_usage(FILE *f) {
       "      --retries N        connect attempts per connection                     [5]\n"
       "      --connect-timeout SEC  budget for opening all connections             [120]\n"
       "  -h, --help             this text\n"
+      "\n",
+      f);
+  lg_conv_usage(f);
+  fputs(
       "\n"
       "Prints one JSON line on stdout. Exit 0: clean run; 1: failed, or errors/losses seen;\n"
       "2: usage error. Only 127.0.0.0/8 targets are accepted.\n",
       f);
-}
-
-static int lg_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out) {
-  char *end = NULL;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) return CH_EINVAL;
-  *out = (unsigned)v;
-  return 0;
-}
-
-static int lg_parse_sec(const char *s, double lo, double hi, double *out) {
-  char *end = NULL;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || *end || !(v >= lo && v <= hi)) return CH_EINVAL;
-  *out = v;
-  return 0;
 }
 
 static int lg_parse_args(int argc, char **argv, lg_opts_t *o) {
@@ -781,7 +737,8 @@ static int lg_parse_args(int argc, char **argv, lg_opts_t *o) {
   else if (strcmp(argv[1], "fanout") == 0) o->mode = M_FANOUT;
   else if (strcmp(argv[1], "idle") == 0) o->mode = M_IDLE;
   else {
-    fprintf(stderr, "chorus-loadgen: unknown mode '%s' (echo, fanout, idle; --help)\n", argv[1]);
+    fprintf(stderr, "chorus-loadgen: unknown mode '%s' (echo, fanout, idle, send, convfan, resume; --help)\n",
+            argv[1]);
     return CH_EINVAL;
   }
   optind = 2;
@@ -850,23 +807,9 @@ static int lg_parse_args(int argc, char **argv, lg_opts_t *o) {
   return 0;
 }
 
-/* Raise the descriptor limit to the hard limit; warn when conns cannot fit. */
-static void lg_raise_nofile(unsigned need) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
-  if (rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    getrlimit(RLIMIT_NOFILE, &rl);
-  }
-  if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)need + 32 > rl.rlim_cur) {
-    fprintf(stderr, "chorus-loadgen: warning: %u connections need more descriptors than the limit %lu\n",
-            need, (unsigned long)rl.rlim_cur);
-  }
-}
-
 int main(int argc, char **argv) {
   int rc = 1;
+  if (argc >= 2 && lg_conv_is_mode(argv[1])) return lg_conv_main(argc, argv);
   if (lg_parse_args(argc, argv, &R.o) < 0) return 2;
   signal(SIGPIPE, SIG_IGN);
   R.nconns = R.o.conns + (R.o.mode == M_FANOUT ? 1 : 0);
@@ -893,7 +836,7 @@ int main(int argc, char **argv) {
   if (R.o.mode == M_FANOUT) R.pub = &R.conns[R.o.conns];
 
   if (R.o.mode == M_IDLE) {
-    R.rss0_kb = lg_read_rss_kb(R.o.server_pid);
+    R.rss0_kb = lg_proc_rss_kb(R.o.server_pid);
     if (R.rss0_kb < 0) {
       fprintf(stderr, "chorus-loadgen: cannot read /proc/%ld/status\n", R.o.server_pid);
       goto Exit;

@@ -456,15 +456,14 @@ Exit:
   free(sc);
 }
 
-void ch_client_send_message(ch_client_t *cl, const char *conv, const char *message_json, size_t len,
-                            const char *req_id, const char *agent) {
+void ch_client_send_message(ch_client_t *cl, const char *conv, struct cJSON *message, const char *req_id,
+                            const char *agent) {
   ch__send_ctx_t *sc = ch_xcalloc(1, sizeof(*sc));
   sc->client_id = cl->id;
   sc->loop = cl->loop;
   sc->req_id = req_id ? ch_xstrdup(req_id) : NULL;
-  ch_msg_in_t in = {.conv = conv, .message_json = message_json, .len = len, .user_id = cl->user_id,
-                    .device_id = cl->device_id, .source = cl->source, .scopes = cl->scopes,
-                    .agent = agent};
+  ch_msg_in_t in = {.conv = conv, .message = message, .user_id = cl->user_id, .device_id = cl->device_id,
+                    .source = cl->source, .scopes = cl->scopes, .agent = agent};
   ch_hub_send_message(cl->loop, &in, ch__send_cb, sc);
 }
 

@@ -98,10 +98,12 @@ void ch_client_join(ch_client_t *cl, const char *conv, int has_since, uint64_t s
 void ch_client_leave(ch_client_t *cl, const char *conv);
 ch_csub_t *ch_client_sub(ch_client_t *cl, const char *conv);
 
-/* Send a message: `message` is the message object (JSON text, borrowed) as the
- * client sent it; the hub fills id, conversationId, role, source, timestamp.
+/* Send a message: `message` is the message object as the client sent it,
+ * parsed and detached from its frame (TAKEN); the hub fills id,
+ * conversationId, role, source, timestamp.
  * The ack (native: when req_id is set) or error comes back as a JSON frame. */
-void ch_client_send_message(ch_client_t *cl, const char *conv, const char *message_json, size_t len,
+struct cJSON;
+void ch_client_send_message(ch_client_t *cl, const char *conv, struct cJSON *message,
                             const char *req_id, const char *agent);
 /* Cancel an agent stream of a conversation this client may write to. */
 void ch_client_cancel_stream(ch_client_t *cl, const char *conv, const char *stream_id, const char *req_id);

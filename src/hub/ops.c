@@ -73,13 +73,12 @@ static void ch__trigger_after_commit(ch_hub_t *h, void *arg, int ok) {
 static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
   ch__send_req_t *q = (ch__send_req_t *)r;
   ch_store_t *st = h->store;
-  ch_conv_t cv;
-  memset(&cv, 0, sizeof(cv));
+  const ch_conv_t *cv = NULL; /* borrowed from the store until its next call */
+  char *conv_agent = NULL;    /* owned: the conversation's default agent, when it answers */
   char key[140];
   snprintf(key, sizeof(key), "c:%s", q->ev.conversation_id);
-  int rc = st->ops->conv_get(st, q->ev.conversation_id, &cv);
-  int conv_known = rc == 0;
-  if (rc == 0 && !ch_hub_may_access(&cv, q->ev.user_id, q->scopes)) {
+  int rc = st->ops->conv_peek(st, q->ev.conversation_id, &cv);
+  if (rc == 0 && !ch_hub_may_access(cv, q->ev.user_id, q->scopes)) {
     r->status = CH_EPERM;
     q->code = "forbidden";
     ch_buf_append_str(&r->err, "not a member of this conversation");
@@ -99,6 +98,7 @@ static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
     ch_buf_append_str(&r->err, "could not read the conversation");
     goto Exit;
   }
+  if (rc == 0 && !q->agent && cv->agent && cv->agent[0]) conv_agent = ch_xstrdup(cv->agent);
   rc = st->ops->append(st, &q->ev, &r->err);
   if (rc != 0) {
     r->status = rc;
@@ -107,7 +107,7 @@ static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
   }
   if (ch_presence_claim(h, key)) ch_presence_set_claim(h, key, NULL); /* it exists now */
   ch_hub_event_json(&q->stored, &q->ev);
-  const char *agent = q->agent ? q->agent : (conv_known && cv.agent && cv.agent[0] ? cv.agent : NULL);
+  const char *agent = q->agent ? q->agent : conv_agent;
   if (!q->ev.duplicate && q->ev.kind == CH_EV_MESSAGE && agent && q->ev.role && strcmp(q->ev.role, "user") == 0) {
     /* The reply starts once the prompt is durable. */
     ch__trigger_t *t = ch_xmalloc(sizeof(*t));
@@ -134,7 +134,7 @@ static void ch__send_run(ch_hub_t *h, ch_hub_req_t *r) {
     ch_hub_publish(h, key, bc);
   }
 Exit:
-  ch_conv_dispose(&cv);
+  free(conv_agent);
 }
 
 static void ch__send_answer(ch__send_req_t *q, int status, const char *code, const char *error) {
@@ -174,14 +174,12 @@ void ch_hub_send_message(ch_loop_t *loop, const ch_msg_in_t *in, ch_msg_cb cb, v
   q->ud = ud;
   q->ev.conversation_id = ch_xstrdup(in->conv);
   const char *bad = NULL, *code = "invalid";
-  cJSON *m = NULL;
+  cJSON *m = in->message;
   size_t clen = strlen(in->conv);
   if (clen == 0 || clen > 128) bad = "conversationId must be 1..128 bytes";
   else if (!(in->scopes & (CH_SCOPE_WRITE | CH_SCOPE_ADMIN))) bad = "this credential may not write", code = "forbidden";
-  if (bad == NULL) {
-    m = cJSON_ParseWithLength(in->message_json, in->len);
-    if (!cJSON_IsObject(m)) bad = "message must be a JSON object";
-  }
+  if (bad == NULL && m == NULL) m = cJSON_ParseWithLength(in->message_json, in->len);
+  if (bad == NULL && !cJSON_IsObject(m)) bad = "message must be a JSON object";
   cJSON *content = bad ? NULL : cJSON_GetObjectItemCaseSensitive(m, "content");
   cJSON *role = bad ? NULL : cJSON_GetObjectItemCaseSensitive(m, "role");
   cJSON *id = bad ? NULL : cJSON_GetObjectItemCaseSensitive(m, "id");

@@ -21,10 +21,14 @@ void ch_hub_event_json(ch_buf_t *b, const ch_event_t *ev);
 
 /* ---- send a message --------------------------------------------------------- */
 
+struct cJSON;
+
 typedef struct {
   const char *conv;          /* conversation id (1..128 bytes) */
   const char *message_json;  /* the message object as the client sent it (borrowed) */
   size_t len;
+  struct cJSON *message;     /* or, already parsed: the message object, detached from any parent;
+                                TAKEN by ch_hub_send_message (then message_json is not read) */
   const char *user_id;       /* author */
   const char *device_id;
   const char *source;        /* default message.source */

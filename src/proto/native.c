@@ -234,9 +234,7 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
       ch_client_error(cl, rid, "invalid", "\"message\" must be an object");
       return;
     }
-    char *text = cJSON_PrintUnformatted(msg);
-    ch_client_send_message(cl, conv, text, strlen(text), rid, ch__str(m, "agent"));
-    cJSON_free(text);
+    ch_client_send_message(cl, conv, cJSON_DetachItemViaPointer(m, msg), rid, ch__str(m, "agent"));
   } else if (strcmp(type, "cancel") == 0) {
     const char *sid = ch__str(m, "streamId");
     if (sid == NULL) {

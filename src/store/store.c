@@ -164,6 +164,21 @@ void ch_conv_dispose(ch_conv_t *c) {
   memset(c, 0, sizeof(*c));
 }
 
+static char *ch__dup_or_null(const char *s) { return s ? ch_xstrdup(s) : NULL; }
+
+void ch_conv_copy(ch_conv_t *dst, const ch_conv_t *src) {
+  *dst = *src;
+  dst->id = ch__dup_or_null(src->id);
+  dst->project_id = ch__dup_or_null(src->project_id);
+  dst->title = ch__dup_or_null(src->title);
+  dst->owner = ch__dup_or_null(src->owner);
+  dst->agent = ch__dup_or_null(src->agent);
+  dst->metadata = ch__dup_or_null(src->metadata);
+  dst->epoch = ch__dup_or_null(src->epoch);
+  dst->members = src->nmembers ? ch_xmalloc(src->nmembers * sizeof(*dst->members)) : NULL;
+  for (size_t i = 0; i < src->nmembers; i++) dst->members[i] = ch_xstrdup(src->members[i]);
+}
+
 void ch_store_convs_free(ch_conv_t *cs, size_t n) {
   if (!cs) return;
   for (size_t i = 0; i < n; i++) ch_conv_dispose(&cs[i]);

@@ -132,6 +132,10 @@ typedef struct ch_store_ops_s {
   int (*event_get)(ch_store_t *s, const char *conv_id, uint64_t seq, ch_event_t *out);
 
   int (*conv_get)(ch_store_t *s, const char *id, ch_conv_t *out);            /* CH_ENOTFOUND */
+  /* The same conversation as conv_get, BORROWED: *out stays valid until the
+   * next call on this store, and must not be changed. The hot path's access
+   * check (one per send) uses it: a back end may answer from memory. */
+  int (*conv_peek)(ch_store_t *s, const char *id, const ch_conv_t **out);   /* CH_ENOTFOUND */
   /* Create (when missing) or update title/project/agent/metadata (non-NULL fields). */
   int (*conv_put)(ch_store_t *s, const ch_conv_t *c, int *created);
   /* Delete a conversation and all its events; a later one with the same id gets a new epoch. */
@@ -172,6 +176,8 @@ static inline void ch_store_close(ch_store_t *s) {
 void ch_event_dispose(ch_event_t *ev);
 void ch_store_events_free(ch_event_t *evs, size_t n);
 void ch_conv_dispose(ch_conv_t *c);
+/* A deep copy of src into dst (owned; ch_conv_dispose). */
+void ch_conv_copy(ch_conv_t *dst, const ch_conv_t *src);
 void ch_store_convs_free(ch_conv_t *cs, size_t n);
 void ch_project_dispose(ch_project_t *p);
 void ch_apikey_dispose(ch_apikey_t *k);

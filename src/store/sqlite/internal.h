@@ -33,6 +33,14 @@ int ch__store_sqlite_schema_version(sqlite3 *db, int *version, ch_buf_t *err);
  * CH_ECONFIG not a chorus database; CH_EBUSY, CH_EIO. err gets the reason. */
 int ch__store_sqlite_migrate(sqlite3 *db, int target, ch_buf_t *err);
 
+/* checkpoint.c: WAL checkpoints on a thread of their own for the writer
+ * connection `writer` (borrowed; it must outlive the checkpointer) of the
+ * database file `path`. 0, or -1 when no thread could be started (SQLite's
+ * automatic checkpoint stays in place). Stop before closing `writer`. */
+typedef struct ch__sq_ckpt_s ch__sq_ckpt_t;
+int ch__sq_ckpt_start(sqlite3 *writer, const char *path, ch__sq_ckpt_t **out);
+void ch__sq_ckpt_stop(ch__sq_ckpt_t *k);
+
 /* Tests and benchmarks only: the instance's connection (borrowed), and
  * switching the per-conversation seq cache off (0) or on (1, the default). */
 sqlite3 *ch__store_sqlite_db(ch_store_t *s);

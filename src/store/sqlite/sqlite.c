@@ -14,6 +14,7 @@
  *   foreign_keys=ON
  *   journal_size_limit    64 MiB: a WAL that grew (a long reader held back
  *                         checkpoints) is truncated again afterwards
+ *   WAL checkpoints       not inside COMMIT: a thread of their own (checkpoint.c)
  *
  * Writes. Every write runs in a transaction: the caller's (begin ... commit,
  * the hub's batch) or, outside one, a BEGIN IMMEDIATE ... COMMIT of its own.
@@ -65,6 +66,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +219,8 @@ typedef struct {
   int64_t updated_ms; /* pending conversations.updated_ms (dirty only) */
   int64_t msg_delta;  /* pending change of message_count (dirty only) */
   int dirty;          /* on s->dirty, row not yet updated */
+  int have_conv;      /* conv below is the row (members included), kept current by append */
+  ch_conv_t conv;     /* owned: what conv_peek hands out; last_seq/updated/count follow appends */
 } ch__sq_conv_t;
 
 typedef struct {
@@ -230,6 +234,8 @@ typedef struct {
   ch_map_t convs;              /* conversation id -> owned ch__sq_conv_t (cache) */
   ch__sq_conv_t **dirty;       /* owned array of borrowed entries awaiting ch__sq_flush */
   size_t ndirty, capdirty;
+  ch_conv_t peeked;            /* owned: conv_peek's answer when the cache cannot hold it */
+  ch__sq_ckpt_t *ckpt;         /* owned: the WAL checkpointer (checkpoint.c), or NULL */
   int _no_cache;               /* tests and benchmarks: no cache, no deferred updates */
 } ch__sq_t;
 
@@ -281,6 +287,7 @@ static void ch__sq_cache_clear(ch__sq_t *s) {
   void *v;
   for (size_t i = 0; ch_map_next(&s->convs, &i, &k, &kl, &v);) {
     free(((ch__sq_conv_t *)v)->id);
+    ch_conv_dispose(&((ch__sq_conv_t *)v)->conv);
     free(v);
   }
   ch_map_dispose(&s->convs);
@@ -316,7 +323,17 @@ static void ch__sq_cache_del(ch__sq_t *s, const char *conv) {
   for (size_t i = 0; e->dirty && i < s->ndirty; i++)
     if (s->dirty[i] == e) s->dirty[i] = s->dirty[--s->ndirty];
   free(e->id);
+  ch_conv_dispose(&e->conv);
   free(e);
+}
+
+/* conv's row changed (title, agent, members...): its snapshot is stale. */
+static void ch__sq_cache_forget_row(ch__sq_t *s, const char *conv) {
+  ch__sq_conv_t *e = ch__sq_cache_get(s, conv);
+  if (e && e->have_conv) {
+    ch_conv_dispose(&e->conv);
+    e->have_conv = 0;
+  }
 }
 
 /* Write the pending conversation updates (inside the caller's transaction). */
@@ -783,6 +800,11 @@ Exit:
     if (!ev->id) ev->id = ch_xstrdup(idbuf);
     ch__sq_conv_t *e = ch__sq_cache_put(s, ev->conversation_id, rid, seq);
     if (defer && e) ch__sq_pend(s, e, ts, delta);
+    if (e && e->have_conv) {
+      e->conv.last_seq = seq;
+      e->conv.updated_ms = ts;
+      e->conv.message_count = (uint64_t)((int64_t)e->conv.message_count + delta);
+    }
   } else if (ret == 0 && dup) {
     ch__sq_cache_put(s, ev->conversation_id, rid, last_seq);
   }
@@ -846,12 +868,11 @@ static int ch__sq_event_get(ch_store_t *store, const char *conv_id, uint64_t seq
 
 /* ------------------------------------------------------- conversations */
 
-static int ch__sq_conv_get(ch_store_t *store, const char *id, ch_conv_t *out) {
-  ch__sq_t *s = (ch__sq_t *)store;
+/* The conversations row and members of id, read from the database. */
+static int ch__sq_conv_read(ch__sq_t *s, const char *id, ch_conv_t *out) {
   sqlite3_stmt *st;
   int own = 0, rc, ret;
 
-  if (!out || !ch__sq_id_ok(id)) return CH_EINVAL;
   if ((ret = ch__sq_flush_for_read(s)) != 0) return ret;
   if ((ret = ch__sq_read_begin(s, &own)) != 0) return ret;
   st = s->st[CH__SQ_CONV_GET];
@@ -865,6 +886,38 @@ static int ch__sq_conv_get(ch_store_t *store, const char *id, ch_conv_t *out) {
   sqlite3_reset(st);
   if (ret == 0 && (ret = ch__sq_fill_members(s, out)) != 0) ch_conv_dispose(out);
   ch__sq_read_end(s, own);
+  return ret;
+}
+
+/* Served from the cache entry's snapshot when there is one (appends keep its
+ * seq, time and count current; conv_put, member_set and conv_delete drop it;
+ * another connection's commit empties the whole cache). Inside the caller's
+ * transaction the cache was validated at its start; outside one, now. */
+static int ch__sq_conv_peek(ch_store_t *store, const char *id, const ch_conv_t **out) {
+  ch__sq_t *s = (ch__sq_t *)store;
+  int ret;
+
+  if (!out || !ch__sq_id_ok(id)) return CH_EINVAL;
+  *out = NULL;
+  if (!s->in_tx && (ret = ch__sq_check_version(s, NULL)) != 0) return ret;
+  ch__sq_conv_t *e = ch__sq_cache_get(s, id);
+  if (e && e->have_conv) {
+    *out = &e->conv;
+    return 0;
+  }
+  ch_conv_t *dst = e ? &e->conv : &s->peeked;
+  ch_conv_dispose(dst);
+  if ((ret = ch__sq_conv_read(s, id, dst)) != 0) return ret;
+  if (e) e->have_conv = 1;
+  *out = dst;
+  return 0;
+}
+
+static int ch__sq_conv_get(ch_store_t *store, const char *id, ch_conv_t *out) {
+  const ch_conv_t *cv;
+  if (!out) return CH_EINVAL;
+  int ret = ch__sq_conv_peek(store, id, &cv);
+  if (ret == 0) ch_conv_copy(out, cv);
   return ret;
 }
 
@@ -900,6 +953,7 @@ static int ch__sq_conv_put(ch_store_t *store, const ch_conv_t *c, int *created) 
 Exit:
   ret = ch__sq_op_end(s, ret, NULL);
   if (ret != 0 && created) *created = 0;
+  if (ret == 0) ch__sq_cache_forget_row(s, c->id);
   return ret;
 }
 
@@ -1008,7 +1062,9 @@ static int ch__sq_member_set(ch_store_t *store, const char *conv_id, const char 
   sqlite3_reset(st);
   if (rc != SQLITE_DONE) ret = ch__sq_fail(s, rc, "setting a member", NULL);
 Exit:
-  return ch__sq_op_end(s, ret, NULL);
+  ret = ch__sq_op_end(s, ret, NULL);
+  if (ret == 0) ch__sq_cache_forget_row(s, conv_id);
+  return ret;
 }
 
 /* ------------------------------------------------------------ projects */
@@ -1274,6 +1330,7 @@ static int ch__sq_counts(ch_store_t *store, uint64_t *conversations, uint64_t *m
 static void ch__sq_close(ch_store_t *store) {
   ch__sq_t *s = (ch__sq_t *)store;
   if (!s) return;
+  ch__sq_ckpt_stop(s->ckpt);
   if (s->db && !sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
   for (size_t i = 0; i < CH__SQ_NSTMTS; i++) sqlite3_finalize(s->st[i]);
   for (size_t i = 0; i < CH_ARRAY_SIZE(s->list); i++) sqlite3_finalize(s->list[i]);
@@ -1284,6 +1341,7 @@ static void ch__sq_close(ch_store_t *store) {
   }
   ch__sq_cache_clear(s);
   ch_map_dispose(&s->convs);
+  ch_conv_dispose(&s->peeked);
   free(s->dirty);
   free(s->super.epoch);
   free(s);
@@ -1307,6 +1365,7 @@ static const ch_store_ops_t ch__sq_ops = {
     .events = ch__sq_events,
     .event_get = ch__sq_event_get,
     .conv_get = ch__sq_conv_get,
+    .conv_peek = ch__sq_conv_peek,
     .conv_put = ch__sq_conv_put,
     .conv_delete = ch__sq_conv_delete,
     .conv_list = ch__sq_conv_list,
@@ -1345,6 +1404,11 @@ static int ch__sq_prepare(ch__sq_t *s, const char *sql, sqlite3_stmt **out, ch_b
   return rc == SQLITE_OK ? 0 : ch__sq_fail(s, rc, "preparing a statement", err);
 }
 
+/* SQLite's memory statistics take a global mutex on every allocation; chorus
+ * does not read them. Must run before SQLite initializes (first open). */
+static pthread_once_t ch__sq_once = PTHREAD_ONCE_INIT;
+static void ch__sq_global_init(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+
 int ch_store_sqlite_open(const char *path, ch_store_t **out, ch_buf_t *err) {
   ch__sq_t *s = NULL;
   char mode[32];
@@ -1353,6 +1417,7 @@ int ch_store_sqlite_open(const char *path, ch_store_t **out, ch_buf_t *err) {
 
   if (!out) return CH_EINVAL;
   *out = NULL;
+  pthread_once(&ch__sq_once, ch__sq_global_init);
   if (!path || !*path) {
     if (err) ch_buf_printf(err, "store: empty database path");
     return CH_EINVAL;
@@ -1428,6 +1493,7 @@ int ch_store_sqlite_open(const char *path, ch_store_t **out, ch_buf_t *err) {
   }
   sqlite3_reset(st);
   if (ret != 0) goto Exit;
+  if (strcmp(mode, "wal") == 0) ch__sq_ckpt_start(s->db, path, &s->ckpt);
   *out = &s->super;
   s = NULL;
 Exit:

@@ -1365,6 +1365,137 @@ static void bench_run(const char *dir, const char *sync, size_t batch, size_t to
          sync, batch, cache ? "" : "no-cache", (double)total / secs, (double)total / cpu, total);
 }
 
+/* conv_peek answers from memory after the first read; every change to the
+ * row or its members (here or in another instance) shows at the next peek. */
+static void test_conv_peek_snapshot(void **state) {
+  fx_t *f = *state;
+  ch_store_t *s = f->s;
+  const ch_conv_t *cv = NULL;
+
+  assert_int_equal(s->ops->conv_peek(s, "nope", &cv), CH_ENOTFOUND);
+  assert_int_equal(msg(s, "pk", "alice", NULL, "one"), 1);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_string_equal(cv->owner, "alice");
+  assert_int_equal(cv->nmembers, 1);
+  assert_null(cv->agent);
+
+  /* Appends inside a batch move seq, count and time without a read. */
+  assert_int_equal(s->ops->begin(s), 0);
+  assert_int_equal(msg(s, "pk", "alice", NULL, "two"), 2);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_int_equal(cv->last_seq, 2);
+  assert_int_equal(cv->message_count, 2);
+  assert_int_equal(msg(s, "pk", "alice", NULL, "three"), 3);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_int_equal(cv->last_seq, 3);
+  assert_int_equal(cv->message_count, 3);
+  /* A member added in the batch is seen by the next peek. */
+  assert_int_equal(s->ops->member_set(s, "pk", "bob", "member"), 0);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_int_equal(cv->nmembers, 2);
+  assert_int_equal(s->ops->commit(s), 0);
+
+  /* conv_get is a copy that outlives the next call. */
+  ch_conv_t c;
+  get_conv(s, "pk", &c);
+  assert_int_equal(c.last_seq, 3);
+  assert_int_equal(c.message_count, 3);
+  assert_int_equal(c.nmembers, 2);
+
+  /* An update of the row (default agent) is seen. */
+  ch_conv_t up = {0};
+  up.id = (char *)"pk";
+  up.agent = (char *)"helper";
+  assert_int_equal(s->ops->conv_put(s, &up, NULL), 0);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_string_equal(cv->agent, "helper");
+  assert_string_equal(c.owner, "alice"); /* the copy is untouched */
+  ch_conv_dispose(&c);
+
+  /* A member removed is seen. */
+  assert_int_equal(s->ops->member_set(s, "pk", "bob", NULL), 0);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_int_equal(cv->nmembers, 1);
+
+  /* Another instance (the CLI, another process) adds a member and writes:
+   * both are seen, in and out of a batch. */
+  ch_store_t *b = open_dir(f->dir);
+  assert_int_equal(b->ops->member_set(b, "pk", "carol", "member"), 0);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_int_equal(cv->nmembers, 2);
+  assert_int_equal(msg(b, "pk", "carol", NULL, "four"), 4);
+  assert_int_equal(s->ops->begin(s), 0);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_int_equal(cv->last_seq, 4);
+  assert_int_equal(msg(s, "pk", "alice", NULL, "five"), 5);
+  assert_int_equal(s->ops->commit(s), 0);
+
+  /* Deleted elsewhere, then re-created here: a new epoch, one member. */
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  char *epoch = ch_xstrdup(cv->epoch);
+  assert_int_equal(b->ops->conv_delete(b, "pk"), 0);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), CH_ENOTFOUND);
+  assert_int_equal(msg(s, "pk", "dave", NULL, "again"), 1);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_string_equal(cv->owner, "dave");
+  assert_int_equal(cv->nmembers, 1);
+  assert_string_not_equal(cv->epoch, epoch);
+  free(epoch);
+
+  /* A rolled-back batch leaves nothing behind in the snapshot. */
+  assert_int_equal(s->ops->begin(s), 0);
+  assert_int_equal(msg(s, "pk", "dave", NULL, "lost"), 2);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_int_equal(cv->last_seq, 2);
+  assert_int_equal(s->ops->rollback(s), 0);
+  assert_int_equal(s->ops->conv_peek(s, "pk", &cv), 0);
+  assert_int_equal(cv->last_seq, 1);
+  assert_int_equal(cv->message_count, 1);
+  ch_store_close(b);
+}
+
+/* Commits of ~2 MiB each into conversation "wal", continuing its seqs. */
+static void wal_fill(ch_store_t *s, int batches, uint64_t *seq) {
+  static char text[2048];
+  memset(text, 'x', sizeof(text) - 1);
+  for (int b = 0; b < batches; b++) {
+    assert_int_equal(s->ops->begin(s), 0);
+    for (int i = 0; i < 20; i++) assert_int_equal(msg(s, "wal", "w", NULL, text), ++*seq);
+    assert_int_equal(s->ops->commit(s), 0);
+  }
+}
+
+static off_t file_size(const char *path) {
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  return st.st_size;
+}
+
+/* The WAL is checkpointed by the store's own thread (nothing else here
+ * checkpoints: SQLite's automatic checkpoint is replaced): the rows reach the
+ * database file, and once all of the WAL was copied the next commits start
+ * it over instead of making it longer. */
+static void test_wal_checkpointed(void **state) {
+  fx_t *f = *state;
+  char wal[160];
+  uint64_t seq = 0;
+  snprintf(wal, sizeof(wal), "%s-wal", f->db);
+  off_t db0 = file_size(f->db);
+  wal_fill(f->s, 100, &seq); /* ~4 MiB of text: about 1,500 pages of WAL or more */
+  off_t wal1 = file_size(wal);
+  /* Wait (bounded) until the database file has taken the rows and stopped growing. */
+  off_t last = -1, now = file_size(f->db);
+  for (int i = 0; i < 200 && (now < db0 + 4 * 1024 * 1024 || now != last); i++) {
+    usleep(50 * 1000);
+    last = now;
+    now = file_size(f->db);
+  }
+  assert_true(now >= db0 + 4 * 1024 * 1024);
+  wal_fill(f->s, 100, &seq);
+  assert_true(file_size(wal) < wal1 + wal1 / 2); /* reused from its start, not appended to */
+  check_gapless(f->s, "wal", seq);
+}
+
 static void test_bench(void **state) {
   fx_t *f = *state;
   const char *env = getenv("CHORUS_BENCH");
@@ -1412,6 +1543,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_batch_reads_see_pending, setup, teardown),
       cmocka_unit_test_setup_teardown(test_two_instances, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_reader_writer, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_conv_peek_snapshot, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_wal_checkpointed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bench, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,8 +49,9 @@
  *
  *   meta.fts_rid   every event with rid <= fts_rid has been indexed (if it
  *                  had content and was not deleted at that moment)
- *   commit         one INSERT INTO events_fts SELECT ... WHERE rid > fts_rid,
- *                  then fts_rid = max(rid), inside the same transaction
+ *   catch up       one INSERT INTO events_fts SELECT ... WHERE rid > fts_rid,
+ *                  then fts_rid = max(rid), inside a write transaction: in bulk
+ *                  before a COMMIT, before every search, at close (sqlite.c)
  *   message delete / conversation delete
  *                  the 'delete' command with the row's exact content, only
  *                  for rows that were indexed (rid <= fts_rid, not deleted)

@@ -1454,6 +1454,48 @@ static void test_conv_peek_snapshot(void **state) {
   ch_store_close(b);
 }
 
+/* Group commits index for search in bulk, yet a search right after a commit
+ * finds what it committed: from the writer, inside and outside its batch,
+ * and from another instance (the CLI) while the writer's index lags. */
+static void test_search_after_group_commits(void **state) {
+  fx_t *f = *state;
+  ch_store_t *s = f->s, *cli = open_dir(f->dir);
+  assert_int_equal(s->ops->begin(s), 0); /* the first commit indexes; later ones wait */
+  assert_int_equal(msg(s, "z0", "u", NULL, "warmup"), 1);
+  assert_int_equal(s->ops->commit(s), 0);
+  assert_int_equal(s->ops->begin(s), 0);
+  assert_int_equal(msg(s, "z1", "u", NULL, "a zebra crossing"), 1);
+  assert_int_equal(s->ops->commit(s), 0);
+  assert_int_equal(list_n(cli, NULL, NULL, "zebra", NULL), 1);
+  assert_int_equal(s->ops->begin(s), 0);
+  assert_int_equal(msg(s, "z2", "u", NULL, "one giraffe"), 1);
+  assert_int_equal(s->ops->commit(s), 0);
+  assert_int_equal(s->ops->begin(s), 0);
+  assert_int_equal(list_n(s, NULL, NULL, "giraffe", NULL), 1);
+  assert_int_equal(msg(s, "z3", "u", NULL, "two giraffes"), 1);
+  assert_int_equal(list_n(s, NULL, NULL, "giraffes", NULL), 1); /* its own batch, not yet committed */
+  assert_int_equal(s->ops->commit(s), 0);
+  assert_int_equal(list_n(s, NULL, NULL, "giraffe OR giraffes OR zebra", NULL), 3);
+  /* A deleted conversation's unindexed messages never reach the index. */
+  assert_int_equal(s->ops->begin(s), 0);
+  assert_int_equal(msg(s, "z4", "u", NULL, "okapi"), 1);
+  assert_int_equal(s->ops->commit(s), 0);
+  assert_int_equal(s->ops->conv_delete(s, "z4"), 0);
+  assert_int_equal(list_n(cli, NULL, NULL, "okapi", NULL), 0);
+  ch_store_close(cli);
+  /* Closing indexes what is left: a fresh instance finds it without writing. */
+  assert_int_equal(s->ops->begin(s), 0);
+  assert_int_equal(msg(s, "z5", "u", NULL, "a lone walrus"), 1);
+  assert_int_equal(s->ops->commit(s), 0);
+  reopen(f);
+  sqlite3 *db = ch__store_sqlite_db(f->s);
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM events_fts WHERE events_fts MATCH 'walrus'", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), 1);
+  sqlite3_finalize(st);
+}
+
 /* Commits of ~2 MiB each into conversation "wal", continuing its seqs. */
 static void wal_fill(ch_store_t *s, int batches, uint64_t *seq) {
   static char text[2048];
@@ -1545,6 +1587,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_concurrent_reader_writer, setup, teardown),
       cmocka_unit_test_setup_teardown(test_conv_peek_snapshot, setup, teardown),
       cmocka_unit_test_setup_teardown(test_wal_checkpointed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_search_after_group_commits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bench, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

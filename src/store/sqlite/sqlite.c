@@ -12,6 +12,8 @@
  *   busy_timeout=5000     a writer waits up to 5 s for another process's write
  *                         transaction instead of failing with SQLITE_BUSY
  *   foreign_keys=ON
+ *   cache_size            32 MiB instead of 2: the indexes of a busy store
+ *                         (random client ids) stop being re-read from disk
  *   journal_size_limit    64 MiB: a WAL that grew (a long reader held back
  *                         checkpoints) is truncated again afterwards
  *   WAL checkpoints       not inside COMMIT: a thread of their own (checkpoint.c)
@@ -87,6 +89,7 @@
 #define CH__SQ_ID_MAX 128         /* bytes in any id */
 #define CH__SQ_BUSY_MS 5000       /* busy_timeout */
 #define CH__SQ_WAL_LIMIT "67108864" /* bytes the WAL is truncated to after a checkpoint */
+#define CH__SQ_CACHE_KIB "-32768"   /* page cache: 32 MiB (negative = KiB), allocated as used */
 #define CH__SQ_CACHE_MAX 65536    /* conversations remembered before the cache is emptied */
 #define CH__SQ_LIST_DEFAULT 100   /* conv_list limit 0 */
 #define CH__SQ_FTS_ROWS 4096      /* events that make a COMMIT bring the search index up to date */
@@ -1487,7 +1490,8 @@ int ch_store_sqlite_open(const char *path, ch_store_t **out, ch_buf_t *err) {
   }
   if ((rc = ch__sq_pragma(s->db, "PRAGMA synchronous = FULL", NULL, 0)) != SQLITE_OK ||
       (rc = ch__sq_pragma(s->db, "PRAGMA foreign_keys = ON", NULL, 0)) != SQLITE_OK ||
-      (rc = ch__sq_pragma(s->db, "PRAGMA journal_size_limit = " CH__SQ_WAL_LIMIT, NULL, 0)) != SQLITE_OK) {
+      (rc = ch__sq_pragma(s->db, "PRAGMA journal_size_limit = " CH__SQ_WAL_LIMIT, NULL, 0)) != SQLITE_OK ||
+      (rc = ch__sq_pragma(s->db, "PRAGMA cache_size = " CH__SQ_CACHE_KIB, NULL, 0)) != SQLITE_OK) {
     ret = ch__sq_fail(s, rc, "setting pragmas", err);
     goto Exit;
   }

@@ -115,6 +115,8 @@ static const ch__key_t ch__keys[] = {
   {.key = "deflate", .type = CH__T_BOOL, .off = CH__F(deflate), .def = "true", .help = "WebSocket permessage-deflate compression"},
   {.key = "deflate-level", .type = CH__T_INT, .off = CH__F(deflate_level), .def = "1", .lo = 1, .hi = 9, .help = "zlib level for outgoing compressed messages"},
   {.key = "deflate-min-size", .type = CH__T_SIZE, .off = CH__F(deflate_min_size), .def = "64", .lo = 0, .hi = CH__GIB, .help = "messages shorter than this are sent uncompressed"},
+  {.key = "presence-broadcast-limit", .type = CH__T_INT, .off = CH__F(presence_broadcast_limit), .def = "1000", .lo = 1, .hi = 10000000, .zero = "no limit", .help = "a conversation with more connections present announces no single joins and leaves (syncs carry the count)"},
+  {.key = "presence-sync-limit", .type = CH__T_INT, .off = CH__F(presence_sync_limit), .def = "100", .lo = 1, .hi = 10000000, .zero = "the count only", .help = "presence entries a sync lists while its conversation is over presence-broadcast-limit"},
 };
 
 #define CH__NKEYS CH_ARRAY_SIZE(ch__keys)

@@ -84,6 +84,9 @@ typedef struct ch_config_s {
   bool deflate;                 /* offer/accept permessage-deflate */
   int deflate_level;            /* zlib level 1..9 for outgoing messages */
   size_t deflate_min_size;      /* messages shorter than this (bytes) go uncompressed */
+  /* Presence in big rooms (hub/client.h). */
+  int presence_broadcast_limit; /* rooms with more connections announce no single joins/leaves; 0 = no limit */
+  int presence_sync_limit;      /* presence entries a sync lists while its room is over that limit */
 
   /* Private. */
   char **_src;  /* owned array, one entry per key: owned origin text of the value, NULL = default */

@@ -1,11 +1,17 @@
 /*
  * client.c — loop-side client sessions and their hub requests (see client.h).
+ *
+ * Presence policy lives here (hub/presence.c only keeps the sets): whether a
+ * join or leave is announced to its room, the crossing notices, how much of
+ * the list a sync carries, and the presence query. See client.h for the table.
  */
 #include "hub/client.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -16,7 +22,7 @@
 #include "hub/presence.h"
 #include "hub/userchan.h"
 
-ch_client_settings_t ch_client_settings = {10000, 1000, 6000};
+ch_client_settings_t ch_client_settings = {10000, 1000, 6000, 1000, 100};
 
 /* ---- registry ---------------------------------------------------------- */
 
@@ -172,6 +178,48 @@ static void ch__publish_presence(ch_hub_t *h, const char *conv, const ch_presenc
   ch_hub_publish(h, topic, bc);
 }
 
+/* Big rooms (client.h): a join or leave is announced while the room, counting
+ * the connection that joins or leaves, holds at most the broadcast limit. */
+static int ch__presence_announced(size_t count_with) {
+  size_t lim = ch_client_settings.presence_broadcast_limit;
+  return lim == 0 || count_with <= lim;
+}
+
+/* The room crossed the limit (truncated = 1: it is over it now, per-connection
+ * events stop; 0: back at it, they resume). O(1) bytes, once per crossing. */
+static void ch__publish_presence_count(ch_hub_t *h, const char *conv, size_t count, int truncated,
+                                       uint64_t exclude) {
+  ch_buf_t b = CH_BUF_INIT;
+  char ts[CH_ISO8601_LEN + 1];
+  ch_clock_iso8601(ch_clock_wall_ms(), ts);
+  ch_buf_append_str(&b, "{\"type\":\"presence_count\",\"conversationId\":");
+  ch_buf_append_json_qstr(&b, conv);
+  ch_buf_printf(&b, ",\"presenceCount\":%zu,\"presenceTruncated\":%s,\"timestamp\":\"%s\"}", count,
+                truncated ? "true" : "false", ts);
+  /* bcast type "presence": SSE names it so, and relay keeps presence out. */
+  ch_bcast_t *bc = ch_bcast_new("presence", "chat", conv, 0, ch_buf_to_chunk(&b));
+  bc->exclude_client = exclude;
+  ch_buf_dispose(&b);
+  char topic[140];
+  snprintf(topic, sizeof(topic), "c:%s", conv);
+  ch_hub_publish(h, topic, bc);
+}
+
+/* The sync's "presence" member: the whole list while the room is within the
+ * limit, else the oldest min(sync limit, limit) with the count and the flag. */
+static void ch__sync_presence(ch_hub_t *h, const char *key, ch_buf_t *b) {
+  size_t n = ch_presence_count(h, key);
+  ch_buf_append_str(b, ",\"presence\":");
+  if (ch__presence_announced(n)) {
+    ch_presence_json(h, key, b);
+    return;
+  }
+  size_t cap = ch_client_settings.presence_sync_limit;
+  if (cap > ch_client_settings.presence_broadcast_limit) cap = ch_client_settings.presence_broadcast_limit;
+  ch_presence_json_max(h, key, cap, b);
+  ch_buf_printf(b, ",\"presenceCount\":%zu,\"presenceTruncated\":true", n);
+}
+
 static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
   ch__join_req_t *j = (ch__join_req_t *)r;
   ch_store_t *st = h->store;
@@ -233,10 +281,12 @@ static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
   } else if (j->has_since && j->since > 0) {
     reset = 1; /* the client has history we do not: deleted, or the store was reset */
   }
-  int first = ch_presence_add(h, key, &j->me);
-  (void)first;
+  int added = ch_presence_add(h, key, &j->me); /* CH_EEXIST: a re-join of this connection */
   if (!exists && ch_presence_claim(h, key) == NULL) ch_presence_set_claim(h, key, j->me.user_id);
-  ch__publish_presence(h, j->conv, &j->me, 1, j->me.client_id);
+  size_t count = ch_presence_count(h, key);
+  if (ch__presence_announced(count)) ch__publish_presence(h, j->conv, &j->me, 1, j->me.client_id);
+  else if (added != CH_EEXIST && count == ch_client_settings.presence_broadcast_limit + 1)
+    ch__publish_presence_count(h, j->conv, count, 1, j->me.client_id);
 
   ch_buf_t *b = &j->sync;
   ch_buf_append_str(b, "{\"type\":\"sync\"");
@@ -282,8 +332,7 @@ static void ch__join_run(ch_hub_t *h, ch_hub_req_t *r) {
     ch_buf_append_str(b, ",\"streams\":");
     ch_agent_streams_json(j->conv, b);
   }
-  ch_buf_append_str(b, ",\"presence\":");
-  ch_presence_json(h, key, b);
+  ch__sync_presence(h, key, b);
   ch_buf_append_byte(b, '}');
   ch_store_events_free(evs, n);
 Exit:
@@ -377,8 +426,12 @@ static void ch__leave_run(ch_hub_t *h, ch_hub_req_t *r) {
     snprintf(key, sizeof(key), "c:%s", q->convs[i]);
     ch_presence_entry_t e;
     int found;
+    size_t before = ch_presence_count(h, key);
     ch_presence_remove(h, key, q->me.client_id, &e, &found);
-    if (found) ch__publish_presence(h, q->convs[i], &e, 0, q->me.client_id);
+    if (!found) continue;
+    if (ch__presence_announced(before)) ch__publish_presence(h, q->convs[i], &e, 0, q->me.client_id);
+    else if (before == ch_client_settings.presence_broadcast_limit + 1)
+      ch__publish_presence_count(h, q->convs[i], before - 1, 0, q->me.client_id);
   }
 }
 
@@ -609,4 +662,134 @@ void ch_client_cancel_stream(ch_client_t *cl, const char *conv, const char *stre
   q->stream_id = ch_xstrdup(stream_id);
   q->req_id = req_id ? ch_xstrdup(req_id) : NULL;
   ch_hub_submit(ch_hub, &q->base);
+}
+
+/* ---- presence on request ------------------------------------------------------ */
+
+typedef struct {
+  ch_hub_req_t base;
+  char user[129];
+  unsigned scopes;
+  char *conv;           /* owned */
+  size_t limit;         /* most entries listed */
+  const char *code;     /* static, with status != 0 */
+  ch_buf_t out;         /* the answer document */
+  ch_hub_json_cb cb;
+  void *ud;             /* the caller's; not owned */
+} ch__pq_req_t;
+
+static void ch__pq_free(ch_hub_req_t *r) {
+  ch__pq_req_t *q = (ch__pq_req_t *)r;
+  free(q->conv);
+  ch_buf_dispose(&q->out);
+  free(q);
+}
+
+static void ch__pq_fail(ch__pq_req_t *q, int status, const char *code, const char *msg) {
+  q->base.status = status;
+  q->code = code;
+  ch_buf_append_str(&q->base.err, msg);
+}
+
+static void ch__pq_run(ch_hub_t *h, ch_hub_req_t *r) {
+  ch__pq_req_t *q = (ch__pq_req_t *)r;
+  ch_conv_t cv;
+  memset(&cv, 0, sizeof(cv));
+  char key[140];
+  snprintf(key, sizeof(key), "c:%s", q->conv);
+  if (!ch_auth_scopes_allow(q->scopes, CH_SCOPE_READ)) {
+    ch__pq_fail(q, CH_EPERM, "forbidden", "this credential may not read");
+    goto Exit;
+  }
+  int rc = h->store->ops->conv_get(h->store, q->conv, &cv);
+  if (rc == 0 && !ch_hub_may_access(&cv, q->user, q->scopes)) {
+    ch__pq_fail(q, CH_EPERM, "forbidden", "not a member of this conversation");
+    goto Exit;
+  }
+  if (rc == CH_ENOTFOUND) { /* not created yet: only its claim holder (or an admin) may look */
+    const char *claim = ch_presence_claim(h, key);
+    if (claim == NULL || (strcmp(claim, q->user) != 0 && !(q->scopes & CH_SCOPE_ADMIN))) {
+      ch__pq_fail(q, CH_ENOTFOUND, "not_found", "conversation not found");
+      goto Exit;
+    }
+  } else if (rc != 0) {
+    ch__pq_fail(q, rc, "store_error", "could not read the conversation");
+    goto Exit;
+  }
+  size_t n = ch_presence_count(h, key);
+  ch_buf_append_str(&q->out, "{\"conversationId\":");
+  ch_buf_append_json_qstr(&q->out, q->conv);
+  ch_buf_printf(&q->out, ",\"presenceCount\":%zu,\"userCount\":%zu,\"presence\":", n,
+                ch_presence_user_count(h, key));
+  size_t listed = ch_presence_json_max(h, key, q->limit, &q->out);
+  if (q->limit > 0 && listed < n) ch_buf_append_str(&q->out, ",\"presenceTruncated\":true");
+  ch_buf_append_byte(&q->out, '}');
+Exit:
+  ch_conv_dispose(&cv);
+}
+
+static void ch__pq_done(ch_hub_req_t *r) {
+  ch__pq_req_t *q = (ch__pq_req_t *)r;
+  if (r->status != 0) q->cb(q->ud, r->status, q->code ? q->code : "store_error", ch_buf_cstr(&r->err), NULL, 0);
+  else q->cb(q->ud, 0, NULL, NULL, q->out.base, q->out.len);
+}
+
+void ch_client_presence_query(ch_loop_t *l, const char *user, unsigned scopes, const char *conv, size_t limit,
+                              ch_hub_json_cb cb, void *ud) {
+  ch__pq_req_t *q = ch_xcalloc(1, sizeof(*q));
+  q->base.run = ch__pq_run;
+  q->base.done = ch__pq_done;
+  q->base.free_cb = ch__pq_free;
+  q->base.loop = l;
+  snprintf(q->user, sizeof(q->user), "%s", user ? user : "");
+  q->scopes = scopes;
+  q->conv = ch_xstrdup(conv);
+  q->limit = limit < ch_client_settings.sync_cap ? limit : ch_client_settings.sync_cap;
+  q->cb = cb;
+  q->ud = ud;
+  ch_hub_submit(ch_hub, &q->base); /* every answer, refusals included, comes from the hub: never re-entrant */
+}
+
+typedef struct {
+  ch_loop_t *loop;
+  uint64_t client_id;
+  char *req_id; /* owned, or NULL */
+} ch__presence_ctx_t;
+
+static void ch__presence_cb(void *ud, int status, const char *code, const char *error, const char *json,
+                            size_t len) {
+  ch__presence_ctx_t *pc = ud;
+  ch_client_t *cl = ch_client_find(pc->loop, pc->client_id);
+  if (cl == NULL) goto Exit; /* gone meanwhile */
+  if (status != 0) {
+    ch_client_error(cl, pc->req_id, code, error);
+    goto Exit;
+  }
+  ch_buf_t b = CH_BUF_INIT;
+  ch_buf_append_str(&b, "{\"type\":\"presence_list\"");
+  if (pc->req_id) {
+    ch_buf_append_str(&b, ",\"id\":");
+    ch_buf_append_json_qstr(&b, pc->req_id);
+  }
+  ch_buf_append_byte(&b, ',');
+  ch_buf_append(&b, json + 1, len - 1); /* the query's object, without its '{' */
+  cl->ops->send_json(cl, b.base, b.len);
+  ch_buf_dispose(&b);
+Exit:
+  free(pc->req_id);
+  free(pc);
+}
+
+void ch_client_presence(ch_client_t *cl, const char *conv, const struct cJSON *limit, const char *req_id) {
+  /* 2^53: beyond it a double is no exact integer (as join's "limit") */
+  if (limit && !(cJSON_IsNumber(limit) && limit->valuedouble >= 0 && limit->valuedouble <= 9007199254740992.0)) {
+    ch_client_error(cl, req_id, "invalid", "\"limit\" must be a number in 0..2^53");
+    return;
+  }
+  ch__presence_ctx_t *pc = ch_xcalloc(1, sizeof(*pc));
+  pc->loop = cl->loop;
+  pc->client_id = cl->id;
+  pc->req_id = req_id ? ch_xstrdup(req_id) : NULL;
+  size_t n = limit ? (size_t)limit->valuedouble : ch_client_settings.sync_cap;
+  ch_client_presence_query(cl->loop, cl->user_id, cl->scopes, conv, n, ch__presence_cb, pc);
 }

@@ -21,6 +21,24 @@
  * Requests to the hub carry the client's id, never its pointer: when the
  * answer comes back the client is looked up in the loop's registry, and an
  * answer for a client that has gone is dropped.
+ *
+ * Presence in big rooms (after PubNub's announce/interval modes and
+ * Centrifugo's presence/presence_stats): with L = presence_broadcast_limit,
+ *
+ *   room size N, counting    the room hears                the joiner's sync lists
+ *   the one joining/leaving
+ *   N <= L (or L = 0)        {"type":"presence",...}       every connection (as always)
+ *                            per connection
+ *   N >  L                   nothing per connection; one   the oldest min(presence_sync_limit, L),
+ *                            "presence_count" notice when  with "presenceCount":N and
+ *                            N crosses L (up: truncated    "presenceTruncated":true
+ *                            true; back down: false)
+ *
+ * so a join storm of N clients costs O(min(N, L)^2) presence frames and
+ * O(N * min(N, L)) sync bytes instead of O(N^2) of each, while the hub still
+ * tracks every connection (count, users' first/last connections, user
+ * channel devices). The full list, or just the counts, is there on request:
+ * ch_client_presence / ch_client_presence_query.
  */
 #ifndef CH_HUB_CLIENT_H
 #define CH_HUB_CLIENT_H
@@ -33,6 +51,7 @@
 #include "core/buf.h"
 #include "core/list.h"
 #include "hub/bcast.h"
+#include "hub/convops.h"
 #include "hub/hub.h"
 #include "net/conn.h"
 
@@ -125,11 +144,31 @@ void ch_client_sweep(ch_client_t *cl, uint64_t now_ms);
 /* Error frame {"type":"error","id":...,"code":...,"error":"..."} to this client. */
 void ch_client_error(ch_client_t *cl, const char *req_id, const char *code, const char *msg);
 
+/* Presence of a conversation on request, from any loop (REST, native): needs
+ * the read scope and read access to the conversation (as a join; a conversation
+ * that does not exist yet: its claim holder or an admin). Answers once through
+ * cb on l, never before returning (hub/convops.h conventions), with
+ *   {"conversationId":C,"presenceCount":N,"userCount":U,"presence":[{"clientId",
+ *    "userId","deviceId","source"},...][,"presenceTruncated":true]}
+ * listing the oldest min(limit, sync_cap) connections (limit 0: counts only,
+ * "presence":[] and no presenceTruncated). Errors: "forbidden" (scope, not a
+ * member), "not_found" (no such conversation), "store_error". */
+void ch_client_presence_query(ch_loop_t *l, const char *user, unsigned scopes, const char *conv, size_t limit,
+                              ch_hub_json_cb cb, void *ud);
+/* The native request {"type":"presence","conversationId":C[,"limit":N][,"id":R]}:
+ * limit (borrowed, may be NULL = the sync cap) must be a number 0..2^53. Answers
+ * {"type":"presence_list"[,"id":R],<the query's fields>} or an error frame. */
+void ch_client_presence(ch_client_t *cl, const char *conv, const struct cJSON *limit, const char *req_id);
+
 /* Process-wide limits of the hub protocol. */
 typedef struct {
   size_t sync_cap;         /* most events a join returns (whole-history joins included) */
   uint64_t typing_gap_ms;  /* minimum interval between relayed typing signals per client */
   uint64_t typing_expire_ms; /* typing without a refresh this long is announced as stopped */
+  size_t presence_broadcast_limit; /* rooms with more connections present announce no single
+                                      joins/leaves (0: no limit); config presence-broadcast-limit */
+  size_t presence_sync_limit;      /* most presence entries a sync lists while its room is over
+                                      the broadcast limit; config presence-sync-limit */
 } ch_client_settings_t;
 extern ch_client_settings_t ch_client_settings;
 

@@ -228,6 +228,8 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
                    limit ? (size_t)limit->valuedouble : 0, ch__str(m, "epoch"), rid);
   } else if (strcmp(type, "leave") == 0) {
     ch_client_leave(cl, conv);
+  } else if (strcmp(type, "presence") == 0) {
+    ch_client_presence(cl, conv, cJSON_GetObjectItemCaseSensitive(m, "limit"), rid);
   } else if (strcmp(type, "message") == 0) {
     cJSON *msg = cJSON_GetObjectItemCaseSensitive(m, "message");
     if (!cJSON_IsObject(msg)) {

@@ -237,6 +237,18 @@ static void ch__conv_get_fn(ch__rq_t *q) {
 }
 static void ch__conv_get(ch_http_ctx_t *x) { ch__rest_auth(x, CH_SCOPE_READ, ch__conv_get_fn, 200, 0); }
 
+/* GET /api/conversations/:id/presence[?limit=N]: who is here (N 0..10000: 0 = counts only). */
+static void ch__conv_presence_fn(ch__rq_t *q) {
+  uint64_t limit;
+  if (ch__q_uint(q->x->req, "limit", 10000, 10000, &limit)) {
+    ch__rest_err(q, 400, "invalid", "limit must be 0..10000");
+    return;
+  }
+  ch_client_presence_query(q->loop, q->id.user_id, q->id.scopes, ch__param(q->x, "id"), (size_t)limit,
+                           ch__rest_json_cb, q);
+}
+static void ch__conv_presence(ch_http_ctx_t *x) { ch__rest_auth(x, CH_SCOPE_READ, ch__conv_presence_fn, 200, 0); }
+
 static void ch__conv_patch_fn(ch__rq_t *q) {
   ch_http_req_t *req = q->x->req;
   ch_hub_conv_update(q->loop, q->id.user_id, q->id.scopes, ch__param(q->x, "id"), req->body.base, req->body.len,
@@ -779,6 +791,7 @@ static const ch_http_route_t ch__rest_routes[] = {
     {"GET", "/api/conversations", ch__conv_list, 0},
     {"POST", "/api/conversations", ch__conv_create, 0},
     {"GET", "/api/conversations/:id", ch__conv_get, 0},
+    {"GET", "/api/conversations/:id/presence", ch__conv_presence, 0},
     {"PATCH", "/api/conversations/:id", ch__conv_patch, 0},
     {"DELETE", "/api/conversations/:id", ch__conv_delete, 0},
     {"GET", "/api/conversations/:id/messages", ch__messages_get, 0},

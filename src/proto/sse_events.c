@@ -115,6 +115,13 @@ static void ch__sse_event_doc(ch__ssec_t *e, const char *event, cJSON *extra_fro
     char *t = p ? cJSON_PrintUnformatted(p) : NULL;
     ch_buf_append_str(&b, t ? t : "[]");
     cJSON_free(t);
+    /* a big room's capped list says so (docs/PROTOCOL.md "Presence in big rooms") */
+    static const char *const cut[] = {"presenceCount", "presenceTruncated"};
+    for (size_t i = 0; i < 2; i++) {
+      cJSON *v = cJSON_GetObjectItemCaseSensitive(extra_from, cut[i]);
+      if (cJSON_IsNumber(v)) ch_buf_printf(&b, ",\"%s\":%.0f", cut[i], v->valuedouble);
+      else if (cJSON_IsBool(v)) ch_buf_printf(&b, ",\"%s\":%s", cut[i], cJSON_IsTrue(v) ? "true" : "false");
+    }
   }
   ch_buf_append_byte(&b, '}');
   ch_sse_send(e->sse, NULL, event, b.base, b.len);

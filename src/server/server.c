@@ -107,6 +107,9 @@ static void ch__server_apply_settings(ch_server_t *s, const ch_config_t *cfg) {
 
   ch_sse_settings.heartbeat_ms = cfg->sse_heartbeat_ms;
   ch_sse_settings.retry_ms = 2000;
+
+  ch_client_settings.presence_broadcast_limit = (size_t)cfg->presence_broadcast_limit;
+  ch_client_settings.presence_sync_limit = (size_t)cfg->presence_sync_limit;
 }
 
 /* ---- shutdown ------------------------------------------------------------ */

@@ -706,7 +706,7 @@ static int ch__sq_append(ch_store_t *store, ch_event_t *ev, ch_buf_t *err) {
   sqlite3_stmt *st;
   uint64_t last_seq = 0, seq = 0;
   int64_t rid = 0, ts, delta = 0;
-  int rc, ret = 0, dup = 0, defer = 0, existed;
+  int rc, ret = 0, dup = 0, defer = 0, existed, light = 0;
   char idbuf[37];
   const char *id;
 
@@ -717,9 +717,18 @@ static int ch__sq_append(ch_store_t *store, ch_event_t *ev, ch_buf_t *err) {
     return CH_EINVAL;
   }
   ts = ev->ts_ms ? ev->ts_ms : ch_clock_wall_ms();
-  if ((ret = ch__sq_op_begin(s, err)) != 0) return ret;
-
-  if ((ret = ch__sq_last_seq(s, ev->conversation_id, &rid, &last_seq, err)) != 0) goto Exit;
+  if (s->in_tx && !ch__sq_tx_lost(s)) {
+    /* In the caller's batch the common append — one INSERT into a conversation
+     * that exists, its row update deferred — needs no savepoint: a statement
+     * that fails undoes itself. Anything more takes one. */
+    if ((ret = ch__sq_last_seq(s, ev->conversation_id, &rid, &last_seq, err)) != 0) return ret;
+    light = rid != 0 && ev->kind != CH_EV_DELETE && !s->_no_cache &&
+            (ch__sq_cache_get(s, ev->conversation_id) || s->convs.count < CH__SQ_CACHE_MAX);
+    if (!light && (ret = ch__sq_op_begin(s, err)) != 0) return ret;
+  } else {
+    if ((ret = ch__sq_op_begin(s, err)) != 0) return ret;
+    if ((ret = ch__sq_last_seq(s, ev->conversation_id, &rid, &last_seq, err)) != 0) goto Exit;
+  }
   existed = rid != 0;
 
   if (ev->kind == CH_EV_EDIT || ev->kind == CH_EV_DELETE || ev->kind == CH_EV_REACTION) {
@@ -820,7 +829,8 @@ static int ch__sq_append(ch_store_t *store, ch_event_t *ev, ch_buf_t *err) {
   }
 
 Exit:
-  ret = ch__sq_op_end(s, ret, err);
+  if (!light) ret = ch__sq_op_end(s, ret, err);
+  else if (ret != 0 && sqlite3_get_autocommit(s->db)) ch__sq_cache_clear(s); /* SQLite dropped the batch */
   if (ret == 0 && !dup) {
     ev->seq = seq;
     ev->ts_ms = ts;

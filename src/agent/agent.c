@@ -1,7 +1,16 @@
 /*
- * agent.c — agent registry, stream life cycle, timeouts and publishing (see
- * agent.h). Everything here runs on the hub thread except ch_agents_setup
- * (start-up) and the read-only lookups.
+ * agent.c — agent registry, stream life cycle, timeouts, publishing and
+ * usage accounting (see agent.h). Everything here runs on the hub thread
+ * except ch_agents_setup and ch_agent_set_usage_cb (start-up) and the
+ * read-only lookups.
+ *
+ *   trigger ─ request + the prompt's author/key (store) ─ usage: 1 request
+ *      │ queued (max-concurrent) or started
+ *      ▼
+ *   deltas ─ agent chars; back end keeps st->tokens_in/out current
+ *      ▼
+ *   end (success | error | cancel | shutdown) ─ agent tokens; usage: chars,
+ *      tokens ─ final request (store + publish) ─ stream freed
  */
 #include "agent/agent.h"
 
@@ -24,6 +33,7 @@
 static ch_agent_t *ch__agents[CH__AGENTS_MAX];
 static size_t ch__nagents;
 static ch_list_t ch__running = {&ch__running, &ch__running}; /* ch_agent_stream_t, queued or running */
+static ch_agent_usage_cb ch__usage_cb;                        /* set at start-up; called on the hub thread */
 
 static const ch_agent_backend_t *const ch__backends[] = {
     &ch_agent_backend_echo,
@@ -96,6 +106,7 @@ static int ch__agent_parse(const char *spec, ch_agent_t **out, ch_buf_t *err) {
   ch_list_init(&a->queue);
   a->name = ch_xstrndup(spec, (size_t)(eq - spec));
   a->max_concurrent = 4;
+  a->max_queue = 1000;
   a->idle_timeout_ms = 60000;
   a->total_timeout_ms = 300000;
   a->history_budget = 16384;
@@ -134,6 +145,9 @@ static int ch__agent_parse(const char *spec, ch_agent_t **out, ch_buf_t *err) {
     } else if (strcmp(k, "max-concurrent") == 0) {
       bad = ch__u64(v, &n) || n < 1 || n > 1000;
       a->max_concurrent = (unsigned)n;
+    } else if (strcmp(k, "max-queue") == 0) {
+      bad = ch__u64(v, &n) || n > 100000;
+      a->max_queue = (unsigned)n;
     } else if (strcmp(k, "idle-timeout") == 0) {
       bad = ch__u64(v, &n) || n < 10;
       a->idle_timeout_ms = n;
@@ -203,6 +217,42 @@ ch_agent_t *ch_agent_find(const char *name) {
 
 size_t ch_agents_count(void) { return ch__nagents; }
 ch_agent_t *ch_agent_at(size_t i) { return i < ch__nagents ? ch__agents[i] : NULL; }
+
+/* ---- usage per identity -------------------------------------------------------- */
+
+void ch_agent_set_usage_cb(ch_agent_usage_cb cb) { ch__usage_cb = cb; }
+
+static void ch__usage(const ch_agent_stream_t *st, uint64_t requests, uint64_t chars, uint64_t tokens_in,
+                      uint64_t tokens_out) {
+  if (ch__usage_cb == NULL || st->user_id[0] == '\0') return;
+  if (requests == 0 && chars == 0 && tokens_in == 0 && tokens_out == 0) return;
+  ch_agent_usage_t u = {.user_id = st->user_id, .key_id = st->key_id[0] ? st->key_id : NULL, .requests = requests,
+                        .chars = chars, .tokens_in = tokens_in, .tokens_out = tokens_out};
+  ch__usage_cb(&u);
+}
+
+/* Who sent the prompt: its author, and the API key when its device is
+ * "apikey-<id>" and the store has that key, unrevoked, for that author (a
+ * device name is the credential's choice for other kinds, so it alone
+ * proves nothing). */
+static void ch__stream_who(ch_hub_t *h, ch_agent_stream_t *st, const ch_event_t *prompt) {
+  static const char pfx[] = "apikey-";
+  if (prompt->user_id == NULL || strlen(prompt->user_id) >= sizeof(st->user_id)) return;
+  memcpy(st->user_id, prompt->user_id, strlen(prompt->user_id) + 1);
+  const char *dev = prompt->device_id;
+  if (dev == NULL || strncmp(dev, pfx, sizeof(pfx) - 1) != 0) return;
+  const char *kid = dev + sizeof(pfx) - 1;
+  if (kid[0] == '\0' || strlen(kid) >= sizeof(st->key_id)) return;
+  ch_apikey_t *keys = NULL;
+  size_t n = 0;
+  if (h->store->ops->apikey_list(h->store, &keys, &n) != 0) return;
+  for (size_t i = 0; i < n; i++)
+    if (!keys[i].revoked && keys[i].id && strcmp(keys[i].id, kid) == 0 && keys[i].user_id &&
+        strcmp(keys[i].user_id, st->user_id) == 0)
+      memcpy(st->key_id, kid, strlen(kid) + 1);
+  for (size_t i = 0; i < n; i++) ch_apikey_dispose(&keys[i]);
+  free(keys);
+}
 
 /* ---- publishing -------------------------------------------------------------- */
 
@@ -371,6 +421,7 @@ static void ch__next_queued(ch_agent_t *a) {
   while (a->active < a->max_concurrent && !ch_list_empty(&a->queue)) {
     ch_list_t *n = a->queue.next;
     ch_list_remove(n);
+    a->queued--;
     ch_list_insert_tail(&ch__running, n);
     ch__stream_start((ch__stream_t *)CH_LIST_DATA(n, ch_agent_stream_t, node));
   }
@@ -380,9 +431,13 @@ void ch_agent_stream_end(ch_agent_stream_t *st, const char *err) {
   ch__stream_t *s = (ch__stream_t *)st;
   if (st->state == CH_AGENT_DONE) return;
   int was_running = st->state == CH_AGENT_RUNNING;
-  st->state = CH_AGENT_DONE;
   ch_agent_t *a = st->agent;
   if (was_running) a->active--;
+  else a->queued--;
+  st->state = CH_AGENT_DONE;
+  a->tokens_in += st->tokens_in;
+  a->tokens_out += st->tokens_out;
+  ch__usage(st, 0, st->text.len, st->tokens_in, st->tokens_out);
   ch__submit_final(s, err);
   ch__stream_release(s);
   ch__next_queued(a);
@@ -432,14 +487,16 @@ static void ch__stream_start(ch__stream_t *s) {
   }
 }
 
-/* The request: system prompt + the newest messages that fit the budget, oldest first. */
-static char *ch__build_request(ch_hub_t *h, ch_agent_t *a, const char *conv, uint64_t upto) {
+/* The request: system prompt + the newest messages that fit the budget,
+ * oldest first; and who sent the prompt (message `upto`). */
+static char *ch__build_request(ch_hub_t *h, ch_agent_stream_t *st, ch_agent_t *a, const char *conv, uint64_t upto) {
   /* History up to the prompt itself: a later prompt committed in the same
    * batch belongs to its own reply, not to this one. */
   ch_event_t *evs = NULL;
   size_t n = 0;
   uint64_t after = upto > 200 ? upto - 200 : 0;
   h->store->ops->events(h->store, conv, after, (size_t)(upto - after), 0, &evs, &n);
+  if (n > 0 && evs[n - 1].seq == upto) ch__stream_who(h, st, &evs[n - 1]);
   size_t first = n, used = 0;
   while (first > 0) {
     ch_event_t *e = &evs[first - 1];
@@ -485,12 +542,19 @@ int ch_agent_trigger(ch_hub_t *h, const char *agent, const char *conv, uint64_t 
   st->conv = ch_xstrdup(conv);
   st->in_reply_to = seq;
   st->reply_source = source ? ch_xstrdup(source) : NULL;
-  st->request_json = ch__build_request(h, a, conv, seq);
+  st->request_json = ch__build_request(h, st, a, conv, seq);
+  ch__usage(st, 1, 0, 0, 0);
   if (a->active < a->max_concurrent) {
     ch_list_insert_tail(&ch__running, &st->node);
     ch__stream_start(s);
-  } else {
-    ch_list_insert_tail(&a->queue, &st->node);
+    return 0;
+  }
+  ch_list_insert_tail(&a->queue, &st->node);
+  a->queued++;
+  if (a->queued > a->max_queue) { /* a bounded backlog: this prompt is answered with an error at once */
+    char why[96];
+    snprintf(why, sizeof(why), "agent busy: too many prompts waiting (max-queue %u)", a->max_queue);
+    ch_agent_stream_end(st, why);
   }
   return 0;
 }

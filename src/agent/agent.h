@@ -27,14 +27,24 @@
  * "agent_error" with its own seq) just before "error".
  *
  * Agents are declared as "NAME=KIND[:ARG][;key=value]..." (config key `agent`,
- * repeatable, or --agent): keys system, max-concurrent, idle-timeout (ms),
- * total-timeout (ms), history (bytes); other keys are the back end's
+ * repeatable, or --agent): keys system, max-concurrent, max-queue,
+ * idle-timeout (ms), total-timeout (ms), history (bytes); other keys are the back end's
  * (ch_agent_opt).
  *
  * Back ends are vtables (super-first embedding of their state in
  * ch_agent_stream_t::be_data is theirs to define). A back end must never
  * block: processes through uv_spawn, HTTP through libcurl's multi interface
  * driven by the hub loop.
+ *
+ * Usage. Every reply is accounted twice, on the hub thread: to its agent
+ * (ch_agent_t counters) and to whoever sent the prompt — the prompt's author
+ * and, when it came with an API key, that key — through the usage hook
+ * (ch_agent_set_usage_cb): one request when the reply is triggered, then at
+ * its end (success, error, cancel or shutdown) the characters streamed and
+ * the tokens the upstream reported. The key is read from the stored prompt:
+ * an API key's device is "apikey-<key id>" (auth.h), and it counts only when
+ * the store has that key for the prompt's author, so no other credential can
+ * charge a key that is not its user's.
  */
 #ifndef CH_AGENT_AGENT_H
 #define CH_AGENT_AGENT_H
@@ -75,13 +85,16 @@ struct ch_agent_s {
   unsigned max_concurrent;       /* streams at once; more wait in `queue` */
   unsigned active;
   ch_list_t queue;               /* ch_agent_stream_t waiting for a slot */
+  unsigned max_queue;            /* prompts that may wait; one more ends at once with "agent busy" */
+  unsigned queued;               /* streams in `queue` */
   uint64_t idle_timeout_ms;      /* no chunk for this long: error "upstream idle timeout" */
   uint64_t total_timeout_ms;     /* whole reply longer than this: error "upstream timeout" */
   size_t history_budget;         /* bytes of recent messages sent as context */
   char **opt_keys, **opt_vals;   /* owned: the spec's key=value options */
   size_t nopts;
   uint64_t requests, chars;      /* usage counters (hub thread) */
-  uint64_t tokens_in, tokens_out; /* tokens the upstream reported (prompt, completion; hub thread) */
+  uint64_t tokens_in, tokens_out; /* tokens the upstreams reported (prompt, completion), added as each
+                                     reply ends (hub thread) */
 };
 
 typedef enum { CH_AGENT_QUEUED = 0, CH_AGENT_RUNNING, CH_AGENT_DONE } ch_agent_state_t;
@@ -93,7 +106,11 @@ struct ch_agent_stream_s {
   uint64_t in_reply_to;      /* seq of the message answered */
   char *reply_source;        /* owned: source of the stored reply (the prompt's source) */
   char *request_json;        /* owned: {"agent","conversationId","system","messages":[{"role","content"}...]} */
+  char user_id[129];         /* the prompt's author ("" if the prompt could not be read) */
+  char key_id[32];           /* the API key the prompt came with, or "" */
   ch_buf_t text;             /* everything produced so far */
+  uint64_t tokens_in;        /* prompt tokens the upstream reported (the back end keeps it current) */
+  uint64_t tokens_out;       /* completion tokens reported so far (idem; cumulative, not a delta) */
   uint32_t chunks;           /* index of the last chunk published */
   int state;                 /* ch_agent_state_t */
   uint64_t started_ms, last_chunk_ms;
@@ -129,6 +146,21 @@ typedef struct {
 size_t ch_agent_streams_snapshot(const char *conv, ch_agent_stream_mark_t *marks, size_t max);
 /* Hub thread: cancel everything (shutdown). */
 void ch_agent_stop_all(ch_hub_t *h);
+
+/* Usage of one identity, reported by the core (hub thread). Strings are
+ * borrowed for the call. */
+typedef struct {
+  const char *user_id;   /* the prompt's author */
+  const char *key_id;    /* the API key it came with, or NULL */
+  uint64_t requests;     /* replies triggered */
+  uint64_t chars;        /* bytes of reply text streamed */
+  uint64_t tokens_in;    /* prompt tokens the upstream reported */
+  uint64_t tokens_out;   /* completion tokens the upstream reported */
+} ch_agent_usage_t;
+typedef void (*ch_agent_usage_cb)(const ch_agent_usage_t *u);
+/* Install the usage hook (NULL: none). Call at start-up, before any prompt;
+ * cb runs on the hub thread. */
+void ch_agent_set_usage_cb(ch_agent_usage_cb cb);
 
 /* Back ends report (hub thread). */
 void ch_agent_stream_delta(ch_agent_stream_t *st, const char *text, size_t len);

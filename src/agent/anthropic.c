@@ -21,6 +21,9 @@
  * The key (x-api-key) is read from the environment once, at start-up; it is
  * required with the default base-url (a gateway at another URL may add it
  * itself) and is never logged.
+ *
+ * The request cycle (start, cancel, the verdict at the end) is the shared
+ * one of backend.h; this file has the body, the headers and the events.
  */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -28,7 +31,6 @@
 
 #include "agent/agent.h"
 #include "agent/backend.h"
-#include "agent/http.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/err.h"
@@ -37,36 +39,13 @@
 #define CH__ANT_DEFAULT_BASE "https://api.anthropic.com"
 
 typedef struct {
-  char *url;           /* owned: {base-url}/v1/messages */
-  char *key_header;    /* owned: "x-api-key: ..." or NULL */
-  char *version_header; /* owned: "anthropic-version: ..." */
+  ch_agent_be_http_cfg_t http; /* first: the shared request cycle's (backend.h) */
   uint64_t max_tokens;
-  size_t max_reply;    /* bytes */
 } ch__ant_cfg_t;
-
-typedef struct {
-  ch_agent_stream_t *st;  /* not owned */
-  ch_agent_http_t *t;     /* the transfer (http.c's) */
-  ch_agent_be_out_t out;
-  uint64_t tin, tout;     /* usage reported */
-  char *error;            /* owned: why on_event stopped the transfer */
-} ch__ant_run_t;
 
 static const char *const ch__ant_opts[] = {"base-url", "key-env", "max-tokens", "version", "max-reply", NULL};
 
-static void ch__ant_dispose(ch_agent_t *a) {
-  ch__ant_cfg_t *c = a->be_state;
-  if (c == NULL) return;
-  free(c->url);
-  if (c->key_header) {
-    memset(c->key_header, 0, strlen(c->key_header));
-    free(c->key_header);
-  }
-  free(c->version_header);
-  free(c);
-  a->be_state = NULL;
-  ch_agent_http_global_unref();
-}
+static const ch_agent_be_http_ops_t ch__ant_http;
 
 static int ch__ant_init(ch_agent_t *a, ch_buf_t *err) {
   if (a->arg == NULL || a->arg[0] == '\0') {
@@ -84,48 +63,30 @@ static int ch__ant_init(ch_agent_t *a, ch_buf_t *err) {
   if (key_env == NULL || key_env[0] == '\0') key_env = "ANTHROPIC_API_KEY";
   if (version == NULL || version[0] == '\0') version = "2023-06-01";
   if (base == NULL || base[0] == '\0') base = CH__ANT_DEFAULT_BASE;
-  if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0) {
-    ch_buf_printf(err, "agent '%s': base-url '%s' must start with http:// or https://\n", a->name, base);
-    return CH_ECONFIG;
-  }
+  ch__ant_cfg_t *c = ch_xcalloc(1, sizeof(*c));
+  if (ch_agent_be_http_cfg_init(&c->http, a, &ch__ant_http, base, "/v1/messages", (size_t)max_reply, err) != 0)
+    goto Fail;
   for (const char *p = version; *p; p++)
     if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) {
       ch_buf_printf(err, "agent '%s': version '%s' is not a header value\n", a->name, version);
-      return CH_ECONFIG;
+      goto Fail;
     }
   const char *key = getenv(key_env);
   int has_key = key && key[0];
   if (!has_key && strcmp(base, CH__ANT_DEFAULT_BASE) == 0) {
     ch_buf_printf(err, "agent '%s': environment variable %s (the API key; key-env=) is not set\n", a->name, key_env);
-    return CH_ECONFIG;
+    goto Fail;
   }
-  if (ch_agent_http_global_ref() != 0) {
-    ch_buf_printf(err, "agent '%s': libcurl could not be initialised\n", a->name);
-    return CH_ECONFIG;
-  }
-  ch__ant_cfg_t *c = ch_xcalloc(1, sizeof(*c));
-  size_t n = strlen(base);
-  while (n > 0 && base[n - 1] == '/') n--;
-  ch_buf_t b = CH_BUF_INIT;
-  ch_buf_append(&b, base, n);
-  ch_buf_append_str(&b, "/v1/messages");
-  c->url = ch_xstrndup(b.base, b.len);
-  b.len = 0;
-  ch_buf_printf(&b, "anthropic-version: %s", version);
-  c->version_header = ch_xstrndup(b.base, b.len);
-  b.len = 0;
-  if (has_key) {
-    ch_buf_printf(&b, "x-api-key: %s", key);
-    c->key_header = ch_xstrndup(b.base, b.len);
-    memset(b.base, 0, b.len);
-  } else {
-    ch_log_info("agent '%s': %s is not set: requests to %s go without x-api-key", a->name, key_env, base);
-  }
-  ch_buf_dispose(&b);
+  ch_agent_be_http_cfg_header(&c->http, "anthropic-version", version);
+  if (has_key) ch_agent_be_http_cfg_header(&c->http, "x-api-key", key);
+  else ch_log_info("agent '%s': %s is not set: requests to %s go without x-api-key", a->name, key_env, base);
   c->max_tokens = max_tokens;
-  c->max_reply = (size_t)max_reply;
   a->be_state = c;
   return 0;
+Fail:
+  ch_agent_be_http_cfg_dispose(&c->http);
+  free(c);
+  return CH_ECONFIG;
 }
 
 /* Append a turn, merged into the previous one when it has the same role. */
@@ -148,10 +109,11 @@ static void ch__ant_turn(cJSON *msgs, const char *role, const char *text) {
   cJSON_AddItemToArray(msgs, m);
 }
 
-static char *ch__ant_body(const ch__ant_cfg_t *c, const ch_agent_t *a, const char *request_json) {
-  cJSON *req = cJSON_Parse(request_json);
+static char *ch__ant_body(const ch_agent_stream_t *st) {
+  const ch__ant_cfg_t *c = st->agent->be_state;
+  cJSON *req = cJSON_Parse(st->request_json);
   cJSON *out = cJSON_CreateObject();
-  cJSON_AddStringToObject(out, "model", a->arg);
+  cJSON_AddStringToObject(out, "model", st->agent->arg);
   cJSON_AddNumberToObject(out, "max_tokens", (double)c->max_tokens);
   cJSON_AddBoolToObject(out, "stream", 1);
   ch_buf_t sys = CH_BUF_INIT;
@@ -182,37 +144,24 @@ static char *ch__ant_body(const ch__ant_cfg_t *c, const ch_agent_t *a, const cha
   return body;
 }
 
-static void ch__ant_set_error(ch__ant_run_t *r, ch_buf_t *b) {
-  free(r->error);
-  r->error = ch_xstrdup(ch_buf_cstr(b));
-  ch_buf_dispose(b);
-}
-
-static void ch__ant_usage(ch__ant_run_t *r, const cJSON *u) {
+static void ch__ant_usage(ch_agent_stream_t *st, const cJSON *u) {
   const cJSON *in = cJSON_GetObjectItemCaseSensitive(u, "input_tokens");
   const cJSON *out = cJSON_GetObjectItemCaseSensitive(u, "output_tokens");
-  if (cJSON_IsNumber(in) && in->valuedouble >= 0) r->tin = (uint64_t)in->valuedouble;
-  if (cJSON_IsNumber(out) && out->valuedouble >= 0) r->tout = (uint64_t)out->valuedouble; /* cumulative */
+  ch_agent_be_count(in, &st->tokens_in);
+  ch_agent_be_count(out, &st->tokens_out); /* cumulative */
 }
 
-static int ch__ant_text(ch__ant_run_t *r, const cJSON *text) {
+static int ch__ant_text(ch_agent_be_run_t *r, const cJSON *text) {
   if (!cJSON_IsString(text) || text->valuestring[0] == '\0') return 0;
-  if (ch_agent_be_emit(r->st, &r->out, text->valuestring, strlen(text->valuestring), 1, NULL) == 0) return 0;
-  ch_buf_t b = CH_BUF_INIT;
-  ch_buf_printf(&b, "reply longer than %zu bytes", r->out.max);
-  ch__ant_set_error(r, &b);
-  return -1;
+  return ch_agent_be_text(r, text->valuestring, strlen(text->valuestring));
 }
 
-static int ch__ant_event(void *ud, const char *type, size_t tl, const char *data, size_t dl) {
-  ch__ant_run_t *r = ud;
+static int ch__ant_event(ch_agent_be_run_t *r, const char *type, size_t tl, const char *data, size_t dl) {
   cJSON *j = cJSON_ParseWithLength(data, dl);
   int rc = 0;
   if (!cJSON_IsObject(j)) {
-    ch_buf_t b = CH_BUF_INIT;
-    ch_buf_printf(&b, "malformed upstream event '%.*s': data is not a JSON object", (int)(tl > 64 ? 64 : tl), type);
-    ch__ant_set_error(r, &b);
-    rc = -1;
+    rc = ch_agent_be_fail(r, "malformed upstream event '%.*s': data is not a JSON object", (int)(tl > 64 ? 64 : tl),
+                          type);
     goto Exit;
   }
   const cJSON *jt = cJSON_GetObjectItemCaseSensitive(j, "type");
@@ -231,22 +180,14 @@ static int ch__ant_event(void *ud, const char *type, size_t tl, const char *data
       rc = ch__ant_text(r, cJSON_GetObjectItemCaseSensitive(cb, "text"));
   } else if (strcmp(name, "message_start") == 0) {
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "message"), "usage");
-    if (cJSON_IsObject(u)) ch__ant_usage(r, u);
+    if (cJSON_IsObject(u)) ch__ant_usage(r->st, u);
   } else if (strcmp(name, "message_delta") == 0) {
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "usage");
-    if (cJSON_IsObject(u)) ch__ant_usage(r, u);
+    if (cJSON_IsObject(u)) ch__ant_usage(r->st, u);
   } else if (strcmp(name, "message_stop") == 0) {
     rc = 1;
   } else if (strcmp(name, "error") == 0) {
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-    const cJSON *et = cJSON_GetObjectItemCaseSensitive(e, "type");
-    const cJSON *em = cJSON_GetObjectItemCaseSensitive(e, "message");
-    ch_buf_t b = CH_BUF_INIT;
-    ch_buf_append_str(&b, "upstream error");
-    if (cJSON_IsString(et)) ch_buf_printf(&b, " (%.64s)", et->valuestring);
-    if (cJSON_IsString(em)) ch_buf_printf(&b, ": %.500s", em->valuestring);
-    ch__ant_set_error(r, &b);
-    rc = -1;
+    rc = ch_agent_be_fail_upstream(r, cJSON_GetObjectItemCaseSensitive(j, "error"));
   }
 Exit:
   cJSON_Delete(j);
@@ -254,7 +195,7 @@ Exit:
 }
 
 /* A 2xx answer that was not streamed: {"type":"message","content":[{"type":"text","text"}...],"usage"}. */
-static int ch__ant_whole(ch__ant_run_t *r, const char *body, size_t len) {
+static int ch__ant_whole(ch_agent_be_run_t *r, const char *body, size_t len) {
   cJSON *j = cJSON_ParseWithLength(body, len);
   const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
   int rc = -1;
@@ -267,84 +208,23 @@ static int ch__ant_whole(ch__ant_run_t *r, const char *body, size_t len) {
         rc = ch__ant_text(r, cJSON_GetObjectItemCaseSensitive(it, "text"));
     }
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "usage");
-    if (cJSON_IsObject(u)) ch__ant_usage(r, u);
+    if (cJSON_IsObject(u)) ch__ant_usage(r->st, u);
   }
   cJSON_Delete(j);
   return rc;
 }
 
-static void ch__ant_done(void *ud, const ch_agent_http_result_t *res) {
-  ch__ant_run_t *r = ud;
-  ch_agent_stream_t *st = r->st;
-  ch_buf_t why = CH_BUF_INIT;
-  int failed = 1;
-  if (res->stopped == 1) {
-    failed = 0;
-  } else if (res->stopped < 0) {
-    ch_buf_append_str(&why, r->error ? r->error : "upstream stream refused");
-  } else if (res->error) {
-    ch_buf_append_str(&why, res->error);
-  } else if (res->body) {
-    if (ch__ant_whole(r, res->body, res->body_len) == 0) failed = 0;
-    else if (r->error) ch_buf_append_str(&why, r->error);
-    else ch_buf_printf(&why, "upstream answered without an event stream (content-type '%.100s')", res->content_type);
-  } else {
-    ch_buf_append_str(&why, "upstream closed the stream before message_stop");
-  }
-  /* Release our state before the end: st is freed by it. */
-  st->agent->tokens_in += r->tin;
-  st->agent->tokens_out += r->tout;
-  st->be_data = NULL;
-  ch_agent_be_out_dispose(&r->out);
-  free(r->error);
-  free(r);
-  ch_agent_stream_end(st, failed ? ch_buf_cstr(&why) : NULL);
-  ch_buf_dispose(&why);
-}
-
-static const ch_agent_http_cbs_t ch__ant_cbs = {.on_event = ch__ant_event, .on_done = ch__ant_done};
-
-static int ch__ant_start(ch_agent_stream_t *st, uv_loop_t *loop) {
-  const ch__ant_cfg_t *c = st->agent->be_state;
-  char *body = ch__ant_body(c, st->agent, st->request_json);
-  const char *headers[5];
-  size_t nh = 0;
-  headers[nh++] = "Content-Type: application/json";
-  headers[nh++] = "Accept: text/event-stream";
-  headers[nh++] = c->version_header;
-  if (c->key_header) headers[nh++] = c->key_header;
-  ch__ant_run_t *r = ch_xcalloc(1, sizeof(*r));
-  r->st = st;
-  ch_agent_be_out_init(&r->out, c->max_reply);
-  ch_agent_http_req_t req = {.url = c->url, .body = body, .body_len = strlen(body), .headers = headers,
-                             .nheaders = nh};
-  int rc = ch_agent_http_start(loop, &req, &ch__ant_cbs, r, &r->t);
-  cJSON_free(body);
-  if (rc != 0) {
-    ch_agent_be_out_dispose(&r->out);
-    free(r);
-    return rc;
-  }
-  st->be_data = r;
-  return 0;
-}
-
-static void ch__ant_cancel(ch_agent_stream_t *st) {
-  ch__ant_run_t *r = st->be_data;
-  if (r == NULL) return;
-  st->be_data = NULL;
-  ch_agent_http_cancel(r->t);
-  st->agent->tokens_in += r->tin;
-  st->agent->tokens_out += r->tout;
-  ch_agent_be_out_dispose(&r->out);
-  free(r->error);
-  free(r);
-}
+static const ch_agent_be_http_ops_t ch__ant_http = {
+    .body = ch__ant_body,
+    .on_event = ch__ant_event,
+    .whole = ch__ant_whole,
+    .cut_short = "upstream closed the stream before message_stop",
+};
 
 const ch_agent_backend_t ch_agent_backend_anthropic = {
     .kind = "anthropic",
     .init = ch__ant_init,
-    .dispose = ch__ant_dispose,
-    .start = ch__ant_start,
-    .cancel = ch__ant_cancel,
+    .dispose = ch_agent_be_http_dispose,
+    .start = ch_agent_be_http_start,
+    .cancel = ch_agent_be_http_cancel,
 };

@@ -87,7 +87,6 @@ typedef struct {
   unsigned err_logged;
   char last_err[201];     /* the last non-empty stderr line */
   ch_agent_be_out_t out_text;
-  uint64_t tin, tout;
   char out_buf[65536];
   char err_buf[4096];
 } ch__exec_run_t;
@@ -270,16 +269,14 @@ static void ch__exec_signal(ch__exec_run_t *r, int sig) {
 
 static void ch__exec_timer_cb(uv_timer_t *t);
 
-/* The stream is over for us (success, error or cancel): account, let go of
- * st, close the pipes, and see the child out. `now`: signal it at once, else
+/* The stream is over for us (success, error or cancel): let go of st, close
+ * the pipes, and see the child out. `now`: signal it at once, else
  * after the grace period. */
 static void ch__exec_detach(ch__exec_run_t *r, int now) {
   ch_agent_stream_t *st = r->st;
   const ch__exec_cfg_t *c = r->agent->be_state;
   r->st = NULL;
   st->be_data = NULL;
-  r->agent->tokens_in += r->tin;
-  r->agent->tokens_out += r->tout;
   ch__exec_close((uv_handle_t *)&r->in);
   ch__exec_close((uv_handle_t *)&r->out);
   ch__exec_close((uv_handle_t *)&r->err);
@@ -341,8 +338,8 @@ static void ch__exec_jsonl_line(ch__exec_run_t *r, const char *p, size_t n) {
     if (cJSON_IsObject(u)) {
       const cJSON *in = cJSON_GetObjectItemCaseSensitive(u, "input_tokens");
       const cJSON *out = cJSON_GetObjectItemCaseSensitive(u, "output_tokens");
-      if (cJSON_IsNumber(in) && in->valuedouble >= 0) r->tin = (uint64_t)in->valuedouble;
-      if (cJSON_IsNumber(out) && out->valuedouble >= 0) r->tout = (uint64_t)out->valuedouble;
+      ch_agent_be_count(in, &r->st->tokens_in);
+      ch_agent_be_count(out, &r->st->tokens_out);
     }
     if (cJSON_IsTrue(done)) ch__exec_end(r, NULL);
   }

@@ -7,16 +7,25 @@
  *   new ─ subscribe "c:<conv>" ─ submit ─> SENDING: stream/message/event broadcasts held
  *        │ send answered: refused ──────────────────────────────> on_sent(error), freed
  *        └ stored (seq S) ─ replay held ─> FOLLOWING: match the stream replying to S
- *                                            │ chunk ─> on_chunk (usage: characters)
+ *                                            │ chunk ─> on_chunk
  *                                            │ stored assistant message ─> kept for on_end
  *                                            └ end / error ─> on_end, freed
  *
- * A watcher is freed by whoever ends it, on its loop: at the end of the
- * delivery that finished it, or after a replay (never inside the replay loop).
+ * Lifetime: a watcher lives while it serves an owner (ops set) or while its
+ * send's answer is on the way (the hub request holds it: `sending`); the
+ * first moment neither holds — the reply ended, the owner detached, the
+ * send was refused — it is freed, on its loop. Inside one of its own
+ * callbacks (`busy`: an owner may detach from there) the free waits for the
+ * callback to return. Usage needs no watcher (the agent core accounts every
+ * reply), so a watcher nobody owns has nothing left to do. At shutdown every
+ * owner goes with its connection, and a send still in flight is answered
+ * when the loop is joined (ch_loop_join runs the answers posted to a stopped
+ * loop): nothing outlives the loops.
  */
 #include "proto/agentrun.h"
 
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,43 +47,40 @@ ch__proto_agent_settings_t ch__proto_agent_settings = {0, 10, ""};
 
 struct ch__proto_watch_s {
   ch_topic_sub_t tsub;               /* "c:<conv>" on loop */
-  ch_list_t node;                    /* in ch__watches */
   ch_loop_t *loop;                   /* not owned */
-  const ch__proto_watch_ops_t *ops;  /* static; NULL when detached */
+  const ch__proto_watch_ops_t *ops;  /* static; NULL once detached, refused or ended */
   void *owner;                       /* the owner's; not owned */
-  ch_identity_t who;                 /* usage goes here */
   char topic[140];
   uint64_t seq;                      /* the prompt's seq; 0 until the send is answered */
   char stream_id[37];                /* the reply's stream; "" until matched */
   char *message;                     /* owned: the stored assistant message, once seen */
   size_t mlen;
-  uint64_t tokens_in, tokens_out;    /* from the stored message's "usage", if any */
   ch_bcast_t **held;                 /* owned references while SENDING */
   size_t nheld, capheld;
   int in_submit;                     /* inside ch_hub_send_message: an answer now is a refusal */
   int refused;                       /* refused inside ch_hub_send_message */
   ch_buf_t refusal;                  /* its reason */
-  int replaying;                     /* replaying held broadcasts: free later */
-  int dead;                          /* ended: no more feeding */
+  int sending;                       /* the send's answer is pending: its callback holds w */
+  int busy;                          /* inside a callback of ours: free when it returns */
 };
 
-/* Every watcher alive, so that none is lost when loops stop (see agentrun.h). */
-static ch_list_t ch__watches = {&ch__watches, &ch__watches};
-static uv_mutex_t ch__watch_mu;
-static uv_once_t ch__watch_once = UV_ONCE_INIT;
+static atomic_size_t ch__watch_live; /* watchers allocated and not yet freed (all loops) */
 
-static void ch__watch_mu_init(void) { uv_mutex_init(&ch__watch_mu); }
+size_t ch__proto_watch_count(void) { return atomic_load(&ch__watch_live); }
 
 static void ch__watch_free(ch__proto_watch_t *w) {
   if (w->tsub.topic) ch_topic_unsubscribe(w->loop, &w->tsub);
-  uv_mutex_lock(&ch__watch_mu);
-  ch_list_remove(&w->node);
-  uv_mutex_unlock(&ch__watch_mu);
   for (size_t i = 0; i < w->nheld; i++) ch_bcast_unref(w->held[i]);
   free(w->held);
   free(w->message);
   ch_buf_dispose(&w->refusal);
   free(w);
+  atomic_fetch_sub(&ch__watch_live, 1);
+}
+
+/* Free w if nothing holds it any more. */
+static void ch__watch_release(ch__proto_watch_t *w) {
+  if (w->ops == NULL && !w->sending && w->busy == 0) ch__watch_free(w);
 }
 
 static uint64_t ch__num(cJSON *o, const char *k) {
@@ -88,34 +94,15 @@ static const char *ch__str(cJSON *o, const char *k) {
   return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* The first of three spellings present in o. */
-static uint64_t ch__num3(cJSON *o, const char *a, const char *b, const char *c) {
-  const char *k = cJSON_HasObjectItem(o, a) ? a : cJSON_HasObjectItem(o, b) ? b : c;
-  return ch__num(o, k);
-}
-
-/* Tokens reported with the reply (stored message or end event):
- * "usage":{"inputTokens","outputTokens"} (or the upstreams' input_tokens /
- * output_tokens, prompt_tokens / completion_tokens). */
-static void ch__watch_tokens(ch__proto_watch_t *w, cJSON *m) {
-  cJSON *u = cJSON_GetObjectItemCaseSensitive(m, "usage");
-  if (!cJSON_IsObject(u)) return;
-  w->tokens_in = ch__num3(u, "inputTokens", "input_tokens", "prompt_tokens");
-  w->tokens_out = ch__num3(u, "outputTokens", "output_tokens", "completion_tokens");
-}
-
-/* The reply is over: report, account, and free (now or after the replay). */
+/* The reply is over: tell the owner; the watcher is released by the caller. */
 static void ch__watch_finish(ch__proto_watch_t *w, const char *err) {
-  w->dead = 1;
-  if (w->tokens_in || w->tokens_out) ch__proto_usage_add(&w->who, 0, 0, w->tokens_in, w->tokens_out);
-  if (w->ops && w->ops->on_end)
-    w->ops->on_end(w->owner, w->stream_id, err ? NULL : w->message, err ? 0 : w->mlen, err);
+  const ch__proto_watch_ops_t *ops = w->ops;
   w->ops = NULL;
   if (w->tsub.topic) ch_topic_unsubscribe(w->loop, &w->tsub);
-  if (!w->replaying) ch__watch_free(w);
+  if (ops->on_end) ops->on_end(w->owner, w->stream_id, err ? NULL : w->message, err ? 0 : w->mlen, err);
 }
 
-/* One broadcast of the conversation, once the prompt's seq is known. */
+/* One broadcast of the conversation, once the prompt's seq is known (ops set). */
 static void ch__watch_feed(ch__proto_watch_t *w, ch_bcast_t *b) {
   cJSON *o = cJSON_ParseWithLength(b->json->data, b->json->len);
   if (!cJSON_IsObject(o)) goto Exit;
@@ -131,11 +118,8 @@ static void ch__watch_feed(ch__proto_watch_t *w, ch_bcast_t *b) {
     if (strcmp(op, "chunk") == 0) {
       const char *d = ch__str(o, "delta");
       size_t n = d ? strlen(d) : 0;
-      if (n == 0) goto Exit;
-      ch__proto_usage_add(&w->who, 0, n, 0, 0);
-      if (w->ops && w->ops->on_chunk) w->ops->on_chunk(w->owner, w->stream_id, d, n);
+      if (n > 0 && w->ops->on_chunk) w->ops->on_chunk(w->owner, w->stream_id, d, n);
     } else if (strcmp(op, "end") == 0) {
-      ch__watch_tokens(w, o);
       ch__watch_finish(w, NULL);
     } else if (strcmp(op, "error") == 0) {
       const char *e = ch__str(o, "error");
@@ -153,7 +137,6 @@ static void ch__watch_feed(ch__proto_watch_t *w, ch_bcast_t *b) {
     w->message = ch_xstrdup(text ? text : "null");
     w->mlen = strlen(w->message);
     cJSON_free(text);
-    ch__watch_tokens(w, m);
   } else if (strcmp(b->type, "event") == 0) {
     /* A queued stream that never started leaves only its stored error marker. */
     const char *ev = ch__str(o, "event"), *sid = ch__str(o, "streamId");
@@ -167,7 +150,7 @@ Exit:
 static void ch__watch_deliver(ch_topic_sub_t *ts, ch_topic_item_t *it) {
   ch__proto_watch_t *w = CH_LIST_DATA(ts, ch__proto_watch_t, tsub);
   ch_bcast_t *b = (ch_bcast_t *)it;
-  if (w->dead) return;
+  if (w->ops == NULL) return; /* nobody to tell: freed once its send is answered */
   if (strcmp(b->type, "stream") != 0 && strcmp(b->type, "message") != 0 && strcmp(b->type, "event") != 0) return;
   if (w->seq == 0) { /* SENDING: the reply may already be starting */
     if (w->nheld == CH__WATCH_HOLD_MAX) {
@@ -183,7 +166,10 @@ static void ch__watch_deliver(ch_topic_sub_t *ts, ch_topic_item_t *it) {
     w->held[w->nheld++] = b;
     return;
   }
+  w->busy++;
   ch__watch_feed(w, b);
+  w->busy--;
+  ch__watch_release(w);
 }
 
 static void ch__watch_sent_cb(void *ud, const ch_msg_out_t *out) {
@@ -193,45 +179,45 @@ static void ch__watch_sent_cb(void *ud, const ch_msg_out_t *out) {
     ch_buf_append_str(&w->refusal, out->error ? out->error : "refused");
     return;
   }
-  if (out->status != 0) {
-    if (w->ops && w->ops->on_sent) w->ops->on_sent(w->owner, out);
-    ch__watch_free(w);
-    return;
+  w->sending = 0;
+  w->busy++;
+  if (out->status != 0) { /* refused: the owner hears it, and the watcher is gone */
+    const ch__proto_watch_ops_t *ops = w->ops;
+    w->ops = NULL;
+    if (ops && ops->on_sent) ops->on_sent(w->owner, out);
+    goto Exit;
   }
   w->seq = out->seq ? out->seq : 1;
-  ch__proto_usage_add(&w->who, 1, 0, 0, 0);
   if (w->ops && w->ops->on_sent) w->ops->on_sent(w->owner, out);
-  if (w->ops && !w->ops->on_chunk && !w->ops->on_end) ch__proto_watch_detach(w); /* done with the owner */
-  /* Replay what came before the answer. */
-  w->replaying = 1;
+  if (w->ops && !w->ops->on_chunk && !w->ops->on_end) w->ops = NULL; /* only the answer was wanted */
+  /* Replay what came before the answer (while someone listens). */
   ch_bcast_t **held = w->held;
   size_t n = w->nheld;
   w->held = NULL;
   w->nheld = w->capheld = 0;
   for (size_t i = 0; i < n; i++) {
-    if (!w->dead) ch__watch_feed(w, held[i]);
+    if (w->ops) ch__watch_feed(w, held[i]);
     ch_bcast_unref(held[i]);
   }
   free(held);
-  w->replaying = 0;
-  if (w->dead) ch__watch_free(w);
+Exit:
+  w->busy--;
+  ch__watch_release(w);
 }
 
 int ch__proto_watch_send(ch_loop_t *l, const ch_msg_in_t *in, const ch_identity_t *who,
                          const ch__proto_watch_ops_t *ops, void *owner, ch__proto_watch_t **out, ch_buf_t *err) {
-  uv_once(&ch__watch_once, ch__watch_mu_init);
+  (void)who; /* the agent core accounts the reply to the stored prompt's author and key */
   ch__proto_watch_t *w = ch_xcalloc(1, sizeof(*w));
+  atomic_fetch_add(&ch__watch_live, 1);
   w->loop = l;
   w->ops = ops;
   w->owner = owner;
-  w->who = *who;
   snprintf(w->topic, sizeof(w->topic), "c:%s", in->conv);
   w->tsub.deliver = ch__watch_deliver;
   ch_list_init(&w->tsub.node);
-  uv_mutex_lock(&ch__watch_mu);
-  ch_list_insert_tail(&ch__watches, &w->node);
-  uv_mutex_unlock(&ch__watch_mu);
   ch_topic_subscribe(l, w->topic, strlen(w->topic), &w->tsub);
+  w->sending = 1;
   w->in_submit = 1;
   ch_hub_send_message(l, in, ch__watch_sent_cb, w);
   w->in_submit = 0;
@@ -249,6 +235,7 @@ void ch__proto_watch_detach(ch__proto_watch_t *w) {
   if (w == NULL) return;
   w->ops = NULL;
   w->owner = NULL;
+  ch__watch_release(w);
 }
 
 /* ---- the conversation's agent ------------------------------------------------------ */

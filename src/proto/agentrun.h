@@ -25,20 +25,21 @@
  * stream that was cancelled never starts) names S in "inReplyTo". Matching
  * by seq, never by position, keeps two prompts in one conversation apart.
  *
- * A watcher serves its owner through ops until the owner detaches (the
- * client went away). Detached, it lives on until the reply ends, so usage
- * is accounted for replies nobody watches any more; watchers still waiting
- * when their loop stops are reachable from a process-wide list (never
- * freed then: the process is exiting).
+ * A watcher serves its owner through ops until the reply ends or the owner
+ * detaches (the client went away); then it is freed (once its send has been
+ * answered). The reply itself goes on either way, stored and accounted by
+ * the agent core.
  *
- * Usage and limits. Requests (accepted prompts that trigger an agent),
- * characters streamed and, when the stored reply carries a "usage" object,
- * tokens — per user and per API key, process-wide under a mutex. Rate
- * limits: one token bucket per API key (other credentials: per user),
- * rate-limit requests per minute refilled continuously, rate-burst deep.
+ * Usage and limits. Usage — requests, characters streamed, tokens — is
+ * accounted by the agent core for every reply, whatever sent the prompt
+ * (agent.h's usage hook, installed by agents.c: per user and per API key,
+ * process-wide under a mutex). Rate limits (here, before a prompt is sent):
+ * one token bucket per API key (other credentials: per user), rate-limit
+ * requests per minute refilled continuously, rate-burst deep.
  *
  * Threading: everything here runs on the loop that owns the object, except
- * the usage/limit tables (mutex) and the resolve request's run (hub thread).
+ * the usage/limit tables (mutex; usage written on the hub thread) and the
+ * resolve request's run (hub thread).
  */
 #ifndef CH_PROTO_AGENTRUN_H
 #define CH_PROTO_AGENTRUN_H
@@ -81,14 +82,20 @@ typedef struct {
 
 /* Subscribe to in->conv on loop l, then store the prompt with
  * ch_hub_send_message(in) — in->agent must name a configured agent — and
- * follow the reply. Usage goes to `who` (its user and API key). ops/owner may
- * be NULL (accounting only). *out (may be NULL) gets the watcher.
+ * follow the reply. who: the credential (unused: the agent core accounts the
+ * reply to the stored prompt's author and API key). ops/owner: the owner's
+ * callbacks (ops may be NULL: the prompt is only sent). *out (may be NULL)
+ * gets the watcher, valid until on_sent reports a refusal, on_end returns
+ * or the owner detaches.
  *   0          submitted: callbacks follow, on l, never before this returns
  *   CH_EINVAL  refused at once (err gets why; nothing was sent, no callbacks) */
 int ch__proto_watch_send(ch_loop_t *l, const ch_msg_in_t *in, const ch_identity_t *who,
                          const ch__proto_watch_ops_t *ops, void *owner, ch__proto_watch_t **out, ch_buf_t *err);
-/* The owner goes away: no more callbacks. Loop thread of the watcher. */
+/* The owner goes away: no more callbacks; w is freed (now, or when its send
+ * is answered). Loop thread of the watcher; also from inside a callback. */
 void ch__proto_watch_detach(ch__proto_watch_t *w);
+/* Watchers alive, all loops (any thread; /metrics). */
+size_t ch__proto_watch_count(void);
 
 /* ---- the conversation's agent --------------------------------------------------- */
 
@@ -154,9 +161,6 @@ void ch__proto_session_dispose(ch__proto_session_t *s);
 
 /* Take one request from who's bucket. 0, or CH_ELIMIT with *retry_ms (may be NULL). */
 int ch__proto_rate_take(const ch_identity_t *who, int64_t *retry_ms);
-/* Account to who: requests, characters streamed, tokens. */
-void ch__proto_usage_add(const ch_identity_t *who, uint64_t requests, uint64_t chars, uint64_t tokens_in,
-                         uint64_t tokens_out);
 /* "rate limit exceeded: try again in N s" into out (n bytes). */
 void ch__proto_rate_message(char *out, size_t n, int64_t retry_ms);
 

@@ -5,10 +5,15 @@
  * routes (agent-ws in agentws.c, command in command.c).
  *
  * Usage table (process-wide, one mutex): "u:<user>" and "k:<API key id>" ->
- * requests (prompts accepted for an agent), characters (bytes of reply text
- * streamed), tokens in/out (when the stored reply reports "usage"), and
- * refusals by the rate limit. Entries live as long as the process (one per
- * user or key that ever prompted an agent).
+ * requests (replies triggered), characters (bytes of reply text streamed),
+ * tokens in/out (as the upstream reported them), and refusals by the rate
+ * limit. The agent core reports a reply's usage through its usage hook (hub
+ * thread; agent.h), for the prompt's author and API key, whatever entry
+ * point sent the prompt — native /ws, REST, POST /api/chat, relay, agent-ws,
+ * command — and whether or not anyone still watches the reply; the rate
+ * limiter (loops) counts refusals. Entries live as long as the process (one
+ * per user or key that ever prompted an agent); /api/admin/usage and
+ * /metrics show them all.
  *
  * Rate limit: a token bucket per API key (credentials that are not API keys:
  * per user), `rate-burst` deep, refilled at `rate-limit` per minute,
@@ -79,19 +84,20 @@ static ch__usage_t *ch__usage_get(const char *prefix, const char *id, const char
 
 static int ch__is_key(const ch_identity_t *who) { return who->kind == CH_AUTH_KIND_APIKEY && who->key_id[0]; }
 
-void ch__proto_usage_add(const ch_identity_t *who, uint64_t requests, uint64_t chars, uint64_t tokens_in,
-                         uint64_t tokens_out) {
+/* The agent core's usage hook (hub thread): a reply's usage, for the
+ * prompt's author and the API key it came with. */
+static void ch__usage_hook(const ch_agent_usage_t *g) {
   uv_once(&ch__once, ch__init);
   uv_mutex_lock(&ch__mu);
-  ch__usage_t *u = ch__usage_get("u:", who->user_id, NULL);
-  ch__usage_t *k = ch__is_key(who) ? ch__usage_get("k:", who->key_id, who->user_id) : NULL;
+  ch__usage_t *u = ch__usage_get("u:", g->user_id, NULL);
+  ch__usage_t *k = g->key_id ? ch__usage_get("k:", g->key_id, g->user_id) : NULL;
   for (int i = 0; i < 2; i++) {
     ch__usage_t *e = i ? k : u;
     if (e == NULL) continue;
-    e->requests += requests;
-    e->chars += chars;
-    e->tokens_in += tokens_in;
-    e->tokens_out += tokens_out;
+    e->requests += g->requests;
+    e->chars += g->chars;
+    e->tokens_in += g->tokens_in;
+    e->tokens_out += g->tokens_out;
   }
   uv_mutex_unlock(&ch__mu);
 }
@@ -162,6 +168,56 @@ static uint64_t ch__limited(void) {
   return n;
 }
 
+/* A label value, escaped as the exposition format wants (ids are
+ * [A-Za-z0-9._@:-] and need none, but the format is kept whatever). */
+static void ch__label(ch_buf_t *b, const char *v) {
+  for (; *v; v++) {
+    if (*v == '\\' || *v == '"') ch_buf_append_byte(b, '\\');
+    if (*v == '\n') ch_buf_append_str(b, "\\n");
+    else ch_buf_append_byte(b, (unsigned char)*v);
+  }
+}
+
+/* Per user and per API key: chorus_agent_user_*_total{user="alice"} and
+ * chorus_agent_key_*_total{key="Ab3dEf9h",user="alice"}. */
+static void ch__usage_metrics(ch_buf_t *b) {
+  static const struct {
+    const char *name, *help;
+  } m[] = {
+      {"requests", "Agent replies triggered"},
+      {"chars", "Bytes of agent reply text streamed"},
+      {"input_tokens", "Prompt tokens the upstreams reported"},
+      {"output_tokens", "Completion tokens the upstreams reported"},
+  };
+  uv_once(&ch__once, ch__init);
+  uv_mutex_lock(&ch__mu);
+  for (int keys = 0; keys < 2; keys++) {
+    const char *who = keys ? "key" : "user";
+    for (size_t k = 0; k < CH_ARRAY_SIZE(m); k++) {
+      ch_buf_printf(b, "# HELP chorus_agent_%s_%s_total %s per %s.\n# TYPE chorus_agent_%s_%s_total counter\n", who,
+                    m[k].name, m[k].help, keys ? "API key" : "user", who, m[k].name);
+      const char *kk;
+      size_t kl;
+      void *v;
+      for (size_t it = 0; ch_map_next(&ch__usage, &it, &kk, &kl, &v);) {
+        const ch__usage_t *u = v;
+        if (u->is_key != keys) continue;
+        uint64_t n = k == 0 ? u->requests : k == 1 ? u->chars : k == 2 ? u->tokens_in : u->tokens_out;
+        ch_buf_printf(b, "chorus_agent_%s_%s_total{", who, m[k].name);
+        if (keys) {
+          ch_buf_append_str(b, "key=\"");
+          ch__label(b, u->id);
+          ch_buf_append_str(b, "\",");
+        }
+        ch_buf_append_str(b, "user=\"");
+        ch__label(b, keys ? u->user : u->id);
+        ch_buf_printf(b, "\"} %llu\n", (unsigned long long)n);
+      }
+    }
+  }
+  uv_mutex_unlock(&ch__mu);
+}
+
 void ch_proto_agents_metrics(ch_buf_t *b) {
   size_t n = ch_agents_count();
   static const struct {
@@ -172,18 +228,28 @@ void ch_proto_agents_metrics(ch_buf_t *b) {
       {"chorus_agent_active", "gauge", "Replies in progress per agent"},
       {"chorus_agent_input_tokens_total", "counter", "Prompt tokens the upstream reported per agent"},
       {"chorus_agent_output_tokens_total", "counter", "Completion tokens the upstream reported per agent"},
+      {"chorus_agent_queued", "gauge", "Prompts waiting for a free slot per agent (max-concurrent)"},
   };
   for (size_t k = 0; k < CH_ARRAY_SIZE(m); k++) {
     ch_buf_printf(b, "# HELP %s %s.\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name, m[k].type);
     for (size_t i = 0; i < n; i++) {
       const ch_agent_t *a = ch_agent_at(i);
-      uint64_t v = k == 0 ? a->requests : k == 1 ? a->chars : k == 2 ? a->active : k == 3 ? a->tokens_in : a->tokens_out;
+      uint64_t v = k == 0   ? a->requests
+                   : k == 1 ? a->chars
+                   : k == 2 ? a->active
+                   : k == 3 ? a->tokens_in
+                   : k == 4 ? a->tokens_out
+                            : a->queued;
       ch_buf_printf(b, "%s{agent=\"%s\"} %llu\n", m[k].name, a->name, (unsigned long long)v); /* names: [A-Za-z0-9_-] */
     }
   }
   ch_buf_printf(b, "# HELP chorus_agent_rate_limited_total Prompts refused by the rate limit.\n"
                    "# TYPE chorus_agent_rate_limited_total counter\nchorus_agent_rate_limited_total %llu\n",
                 (unsigned long long)ch__limited());
+  ch_buf_printf(b, "# HELP chorus_agent_watchers Agent replies followed for a client right now (agent-ws, command, "
+                   "POST /api/chat).\n# TYPE chorus_agent_watchers gauge\nchorus_agent_watchers %zu\n",
+                ch__proto_watch_count());
+  ch__usage_metrics(b);
 }
 
 /* GET /api/admin/usage: the agents' counters are read on the hub thread. */
@@ -281,6 +347,7 @@ static const ch_http_route_t ch__usage_rt = {"GET", "/api/admin/usage", ch__usag
 
 void ch_proto_routes_agents(ch_http_router_t *r, const ch_config_t *cfg) {
   ch__proto_agent_settings_t *s = &ch__proto_agent_settings;
+  ch_agent_set_usage_cb(ch__usage_hook); /* before any prompt: the loops do not run yet */
   s->rate_limit = cfg->rate_limit;
   s->rate_burst = cfg->rate_burst;
   snprintf(s->command_agent, sizeof(s->command_agent), "%s", cfg->command_agent ? cfg->command_agent : "");

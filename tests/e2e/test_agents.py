@@ -9,9 +9,12 @@ released, child killed — SIGKILL after the grace period when SIGTERM is ignore
 errors, idle and total timeouts, slow upstreams, malformed / truncated / failing streams, invalid
 UTF-8, non-streamed answers, unreachable upstreams, the exec text and JSON-lines protocols, the
 explicit environment and cwd, crashes, 50 concurrent streams through max-concurrent queueing, one
-upstream request per prompt however many watch, refused agent specs, shutdown mid-stream.
+upstream request per prompt however many watch, refused agent specs, shutdown mid-stream, and the
+tokens the upstreams report accounted to the user and API key that sent each prompt, whatever the
+entry point (native /ws, REST, POST /api/chat, agent-ws).
 """
 import asyncio
+import json
 import os
 import pathlib
 import subprocess
@@ -19,10 +22,12 @@ import tempfile
 import time
 
 import pytest
+import websockets
 
 from chorus_client import Client, run
 from conftest import CHORUS_BIN, free_port
-from fake_upstreams import FakeUpstream
+from fake_upstreams import FakeUpstream, split_text
+from test_chat_stream import apikey, http
 
 AGENTS = pathlib.Path(__file__).resolve().parent / "agents"
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else os.sys.executable
@@ -612,6 +617,27 @@ def test_fifty_concurrent_streams_queue_behind_max_concurrent(make_hub, openai_u
     assert openai_up.max_active == 5, f"max-concurrent=5 but {openai_up.max_active} requests ran at once"
 
 
+def test_a_full_queue_answers_the_next_prompt_at_once_with_agent_busy(make_hub):
+    hub = start_hub(make_hub, "slow=echo;chunk=2;interval=300;max-concurrent=1;max-queue=1")
+
+    async def go():
+        c = await Client.connect(hub, "u1:a")
+        await c.join("q")
+        seqs = [(await prompt(c, "q", t, "slow"))["seq"] for t in ("one", "two", "three")]
+        err = await c.expect("stream", pred=lambda f: f.get("op") == "error")
+        assert err["error"] == "agent busy: too many prompts waiting (max-queue 1)", err
+        marker = [f for f in c.pending if f.get("type") == "event" and f.get("streamId") == err["streamId"]]
+        assert len(marker) == 1 and marker[0]["inReplyTo"] == seqs[2] and marker[0]["seq"] == err["seq"], marker
+        assert hub.metrics()['chorus_agent_queued{agent="slow"}'] == 1  # "two" waits behind "one"
+        for text, seq in (("one", seqs[0]), ("two", seqs[1])):
+            start = await c.expect("stream", pred=lambda f, seq=seq: f.get("op") == "start" and f["inReplyTo"] == seq)
+            check_complete([start] + await collect(c, start["streamId"]), text, "slow")
+        m = hub.metrics()
+        assert m['chorus_agent_queued{agent="slow"}'] == 0 and m['chorus_agent_requests_total{agent="slow"}'] == 2, m
+
+    run(go())
+
+
 # ---------------------------------------------------------------------------
 # exec agents
 
@@ -681,6 +707,25 @@ def test_exec_json_lines_protocol(make_hub, mode, want, error):
     run(go())
 
 
+def test_exec_usage_lines_are_accounted_and_absurd_counts_left_out(make_hub):
+    hub = start_hub(make_hub, exec_spec("jl", "jsonl_agent.py", "--mode", "ok"),
+                    exec_spec("huge", "jsonl_agent.py", "--mode", "hugeusage"))
+
+    async def go():
+        c = await Client.connect(hub, "dora:a")
+        await c.join("j")
+        for agent in ("jl", "huge"):
+            await prompt(c, "j", "hi", agent)
+            check_complete(await collect(c), "jsonl says: hi", agent)
+
+    run(go())
+    users, _, agents = usage(hub)
+    parts = len(split_text("jsonl says: hi", 4))
+    assert (agents["jl"]["inputTokens"], agents["jl"]["outputTokens"]) == (7, parts), agents
+    assert (agents["huge"]["inputTokens"], agents["huge"]["outputTokens"]) == (0, parts), agents
+    assert (users["dora"]["inputTokens"], users["dora"]["outputTokens"]) == (7, 2 * parts), users
+
+
 def test_exec_format_text_passes_json_lines_through_verbatim(make_hub):
     hub = start_hub(make_hub, exec_spec("raw", "jsonl_agent.py", "--mode", "ok", opts=";format=text"))
 
@@ -721,6 +766,9 @@ def test_exec_crash_is_an_error_with_its_partial_output(make_hub):
     ("a=openai:m;bogus=1", {}, "unknown option 'bogus'"),
     ("a=openai", {}, "openai needs a model"),
     ("a=openai:m;base-url=ftp://x", {}, "must start with http:// or https://"),
+    ("a=anthropic:m;base-url=ftp://x;version=bad version", {}, "must start with http:// or https://"),
+    ("a=anthropic:m;base-url=http://x;version=bad version", {}, "version 'bad version' is not a header value"),
+    ("a=echo;max-queue=100001", {}, "option max-queue = '100001' is out of range"),
     ("a=openai:m;max-tokens=0", {}, "max-tokens"),
     ("a=anthropic:claude-x", {"ANTHROPIC_API_KEY": ""}, "ANTHROPIC_API_KEY"),
     ("a=exec:/no/such/program", {}, "/no/such/program"),
@@ -764,3 +812,107 @@ def test_shutdown_mid_stream_exits_cleanly_and_ends_every_upstream(make_hub, ope
             os.kill(pid, 0)
     assert openai_up.wait_for(lambda u: u.disconnects == 1)
     assert anthropic_up.wait_for(lambda u: u.disconnects == 1)
+
+
+# ---------------------------------------------------------------------------
+# usage: tokens per user and per API key
+
+
+def usage(hub):
+    st, _, raw = http(hub, "GET", "/api/admin/usage", token=hub.token())
+    assert st == 200, raw
+    d = json.loads(raw)["data"]
+    return ({u["userId"]: u for u in d["users"]}, {k["keyId"]: k for k in d["apiKeys"]},
+            {a["agent"]: a for a in d["agents"]})
+
+
+def test_upstream_tokens_go_to_the_prompts_user_and_api_key_on_every_path(make_hub, openai_up, anthropic_up):
+    """OpenAI reports 11 prompt tokens and one completion token a chunk (of 4 chars), Anthropic 9 and
+    the same; each reply counts for the user who sent the prompt and the API key it came with."""
+    hub = start_hub(make_hub, oa("gpt", "ok,ms=5", openai_up), an("claude", "ok,ms=5", anthropic_up), env=KEYS)
+    key = apikey(hub, "alice")
+    kid = key.split("_")[1]
+    want = {}  # who -> [requests, chars, tokens in, tokens out]
+
+    def spent(who, kind, prompt_text):
+        reply = "Reply to: " + prompt_text
+        w = want.setdefault(who, [0, 0, 0, 0])
+        for i, v in enumerate((1, len(reply), 11 if kind == "gpt" else 9, len(split_text(reply, 4)))):
+            w[i] += v
+        return reply
+
+    async def go():
+        # native /ws with the API key, naming the agent
+        a = await Client.connect(hub, key, source="phone")
+        await a.join("w1")
+        for agent, text in (("gpt", "hello"), ("claude", "hi")):
+            await prompt(a, "w1", text, agent)
+            check_complete(await collect(a), spent("alice", agent, text), agent)
+        # REST post to a conversation whose agent is claude, watched on /ws
+        st, _, _ = http(hub, "POST", "/api/conversations", {"id": "r1", "agent": "claude"}, key)
+        assert st == 201
+        await a.join("r1")
+        st, _, _ = http(hub, "POST", "/api/conversations/r1/messages", {"content": "yo"}, key)
+        assert st == 201
+        check_complete(await collect(a), spent("alice", "claude", "yo"), "claude")
+        # POST /api/chat: a new conversation, answered by the first agent (gpt)
+        st, _, raw = http(hub, "POST", "/api/chat", {"message": "abc", "conversationId": "h1"}, key)
+        assert st == 200 and b'"type":"done"' in raw, raw
+        spent("alice", "gpt", "abc")
+        # agent-ws with the key
+        ws = await websockets.connect(hub.ws_url("/api/claude/ws"), compression=None, open_timeout=10)
+        await ws.send(key)
+        assert await asyncio.wait_for(ws.recv(), 10) == "authenticated"
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+        await ws.send(json.dumps({"content": "via agent-ws"}))
+        while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "complete":
+            pass
+        await ws.close()
+        spent("alice", "claude", "via agent-ws")
+        # a token user: no key
+        b = await Client.connect(hub, "bob:phone")
+        await b.join("b1")
+        await prompt(b, "b1", "x", "gpt")
+        check_complete(await collect(b), spent("bob", "gpt", "x"), "gpt")
+        # a credential that only names the key as its device charges its own user, not the key
+        m = await Client.connect(hub, "mallory:apikey-" + kid)
+        await m.join("m1")
+        await prompt(m, "m1", "not mine", "gpt")
+        check_complete(await collect(m), spent("mallory", "gpt", "not mine"), "gpt")
+
+    run(go())
+    users, keys, agents = usage(hub)
+    fields = ("requests", "chars", "inputTokens", "outputTokens")
+    for who in ("alice", "bob", "mallory"):
+        assert [users[who][f] for f in fields] == want[who], (who, users[who], want[who])
+    assert list(keys) == [kid], keys
+    assert [keys[kid][f] for f in fields] == want["alice"] and keys[kid]["userId"] == "alice", keys
+    assert agents["gpt"]["inputTokens"] == 11 * 4 and agents["claude"]["inputTokens"] == 9 * 3, agents
+    assert agents["gpt"]["outputTokens"] + agents["claude"]["outputTokens"] == sum(w[3] for w in want.values())
+    m = hub.metrics()
+    assert m['chorus_agent_user_input_tokens_total{user="alice"}'] == want["alice"][2], m
+    assert m['chorus_agent_user_output_tokens_total{user="bob"}'] == want["bob"][3], m
+    assert m['chorus_agent_user_requests_total{user="mallory"}'] == 1, m
+    assert m['chorus_agent_key_output_tokens_total{key="%s",user="alice"}' % kid] == want["alice"][3], m
+    assert m['chorus_agent_key_chars_total{key="%s",user="alice"}' % kid] == want["alice"][1], m
+    assert not any(k.startswith("chorus_agent_key_") and kid not in k for k in m), m
+
+
+def test_tokens_of_a_cancelled_reply_still_count(make_hub, anthropic_up):
+    """Anthropic reports the input tokens at message_start: a reply cancelled mid-way is charged them."""
+    hub = start_hub(make_hub, an("claude", "endless,ms=30", anthropic_up), env=KEYS)
+
+    async def go():
+        c = await Client.connect(hub, "carol:laptop")
+        await c.join("k1")
+        await prompt(c, "k1", "go on", "claude")
+        f = await c.expect("stream", pred=lambda f: f.get("op") == "chunk")
+        await c.send({"type": "cancel", "conversationId": "k1", "streamId": f["streamId"], "id": "x"})
+        end = (await collect(c, f["streamId"]))[-1]
+        assert end["op"] == "error" and end["error"] == "cancelled", end
+
+    run(go())
+    users, keys, agents = usage(hub)
+    assert users["carol"]["requests"] == 1 and users["carol"]["inputTokens"] == 9, users
+    assert users["carol"]["outputTokens"] == 1 and users["carol"]["chars"] > 0, users  # message_start's count
+    assert agents["claude"]["inputTokens"] == 9 and keys == {}, (agents, keys)

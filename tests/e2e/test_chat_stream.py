@@ -5,19 +5,24 @@ reply's stream id, which the stored assistant message carries as `streamId`), th
 stored assistant message (role assistant, source web) — or `error`; the agent is the conversation's,
 else the first configured one; 429 when the key's rate limit is spent. Profile `relay`: a send
 triggers the chat's agent, every subscriber gets the user message, the streamed reply and, when
-it ends, {"completed":true}; modelProfiles are the configured agents. Usage counters follow.
+it ends, {"completed":true}; modelProfiles are the configured agents. Usage counters follow, and
+the hub's followers of replies (watchers) go with their clients: none is left when a client leaves
+mid-reply, nor when the hub stops mid-reply (exit 0, nothing for the sanitizers to report).
 """
 import asyncio
 import json
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+import websockets
+
 from chorus_client import Client, run
-from conftest import CHORUS_BIN
+from conftest import CHORUS_BIN, sanitizer_report
 
 AGENTS = ("--agent", "helper=echo;chunk=3;interval=5", "--agent", "expert=echo;chunk=100;interval=5")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -355,3 +360,115 @@ def test_relay_failed_stream_pushes_an_error(make_hub):
         await r.quiet(0.4, pred=lambda f: f.get("data") == {"completed": True})
 
     run(main())
+
+
+# ---- watchers: the hub's followers of one reply for one client --------------------------------
+
+SLOW = ("--agent", "slow=echo;chunk=1;interval=150;max-concurrent=3")
+
+
+class Mid:
+    """Clients of every watcher-backed entry point, each left in the middle of its reply."""
+
+    def __init__(self, hub):
+        self.hub = hub
+        self.key = apikey(hub, "alice")
+        self.tok = hub.token(scopes="read write", user="bob", device="phone")
+        self.socks = []
+
+    async def agent_ws(self):
+        ws = await websockets.connect(self.hub.ws_url("/api/slow/ws"), compression=None, open_timeout=10)
+        await ws.send(self.key)
+        assert await asyncio.wait_for(ws.recv(), 10) == "authenticated"
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+        await ws.send(json.dumps({"content": "a long enough prompt"}))
+        f = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert f["type"] == "message", f  # the first chunk: the reply is under way
+        return ws
+
+    async def command(self):
+        ws = await websockets.connect(self.hub.ws_url("/ws/command?token=" + self.tok), compression=None,
+                                      open_timeout=10)
+        await ws.send(json.dumps({"type": "command", "payload": {"commandType": "text_command",
+                                                                 "message": "a long command"}}))
+        f = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert f["status"] == "processing", f
+        return ws
+
+    def chat(self):
+        """POST /api/chat on a raw socket, read up to its first chunk."""
+        import socket
+        s = socket.create_connection(("127.0.0.1", self.hub.port), timeout=10)
+        body = json.dumps({"message": "a long chat message"}).encode()
+        s.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer " +
+                  self.key.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        got = b""
+        while b'"chunk"' not in got:
+            got += s.recv(4096)
+        self.socks.append(s)
+        return s
+
+
+def watch_state(hub):
+    m = hub.metrics()
+    return m["chorus_agent_watchers"], m['chorus_agent_active{agent="slow"}']
+
+
+def test_watchers_go_with_their_clients_mid_reply(make_hub):
+    hub = make_hub(*SLOW)
+    mid = Mid(hub)
+
+    async def main():
+        aws = await mid.agent_ws()
+        cmd = await mid.command()
+        sock = mid.chat()
+        assert watch_state(hub) == (3, 3)  # one watcher per client, three replies under way
+        await aws.close()
+        await cmd.close()
+        sock.close()
+        for _ in range(100):  # the replies go on; nobody follows them any more
+            if watch_state(hub) == (0, 3):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("watchers left behind: %s" % (watch_state(hub),))
+
+    run(main())
+    for _ in range(200):  # the replies end, stored and accounted all the same
+        users = {u["userId"]: u for u in json.loads(http(hub, "GET", "/api/admin/usage", token=hub.token())[2])
+                 ["data"]["users"]}
+        if users["alice"]["chars"] == len("a long enough prompt") + len("a long chat message") and \
+                users["bob"]["chars"] == len("a long command"):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(users)
+    assert watch_state(hub) == (0, 0)
+
+
+def test_stopping_the_hub_mid_reply_with_watchers_waiting_exits_cleanly(make_hub):
+    """Replies running and queued, watchers waiting on every entry point, a relay send and a native
+    prompt: the hub stops at once, exits 0, and (on a sanitizer build) leaks nothing."""
+    hub = make_hub(*SLOW)
+    mid = Mid(hub)
+
+    async def main():
+        held = [await mid.agent_ws(), await mid.command()]
+        mid.chat()
+        assert watch_state(hub) == (3, 3)
+        r, _ = await relay_login(hub, mid.tok)  # a 4th reply: queued behind max-concurrent
+        await r.send({"id": "s", "type": "subscribe", "resource": "chat", "resourceId": "rl"})
+        await r.send({"id": "4", "type": "send", "resourceId": "rl", "message": {"message": "queued one"}})
+        n = await Client.connect(hub, mid.tok)
+        await n.join("nat")
+        await n.send({"type": "message", "conversationId": "nat", "message": {"content": "queued two"},
+                      "agent": "slow", "id": "p"})
+        await n.expect("ack")
+        t0 = time.monotonic()
+        assert hub.stop() == 0, hub.logs()
+        assert time.monotonic() - t0 < 8
+        return held
+
+    run(main())
+    logs = hub.logs()
+    assert sanitizer_report(logs) is None, logs
+    assert "shutdown complete" in logs, logs

@@ -1,11 +1,12 @@
 """An `exec` agent speaking JSON lines: {"delta"} / {"usage"} / {"done"} / {"error"} objects, one a line.
 
-    jsonl_agent.py --mode ok|error|garbage|nodone|blank [--ms N]
+    jsonl_agent.py --mode ok|error|garbage|nodone|blank|hugeusage [--ms N]
 
 ok: deltas of "jsonl says: <last user message>", a usage line, {"done":true}, then it lingers 0.2 s
 (the hub must end the stream at "done", not at exit). error: two deltas, then {"error":"refused by
 the agent"}. garbage: one delta, then a line that is not JSON. nodone: deltas, no done line, exit 0.
-blank: blank lines and CRLF line ends between the deltas.
+blank: blank lines and CRLF line ends between the deltas. hugeusage: like ok, with an input token count
+of 1e300 (no integer can hold it).
 """
 import json
 import sys
@@ -43,7 +44,7 @@ elif mode == "blank":
 else:
     for p in parts:
         line({"delta": p})
-    line({"usage": {"input_tokens": 7, "output_tokens": len(parts)}})
+    line({"usage": {"input_tokens": 1e300 if mode == "hugeusage" else 7, "output_tokens": len(parts)}})
     if mode != "nodone":
         line({"done": True})
         time.sleep(0.2)

@@ -6,24 +6,51 @@
  * upgrade) through a small vtable, so upgrading is swapping `proto` and
  * `proto_state`.
  *
- * Output path (the only one):
+ * Output path:
  *
- *   ch_conn_send(c, chunk) ──> outq ring of (chunk ref, offset) ──> c on loop->pending
- *                                                                      │ uv_prepare
- *                                       uv_try_write(iov[]) ◄──────────┘
- *                                       remainder: one uv_write(iov[]) in flight
+ *   ch_conn_send(c, chunk) ──────> outq ring of (chunk ref, offset, flags) ──> c on loop->pending
+ *   ch_conn_send_urgent(c, ping) ─┘ (spliced ahead of unstarted data)            │ uv_prepare
+ *                                       uv_try_write(iov[]) ◄────────────────────┘
+ *                                       remainder (≤ 256 KiB): one uv_write in flight
  *
  * Chunks are shared and immutable: a broadcast frame is referenced by every
- * subscriber's queue and released as each socket takes it. With TLS, plaintext
- * is encrypted at send time into a per-connection buffer that becomes one
- * chunk per flush.
+ * subscriber's queue and released as each socket takes it.
+ *
+ * Urgent items (WebSocket pings and pongs) bypass queued data, so a peer
+ * with seconds of backlog still hears a ping at once. The ring around an
+ * urgent insert:
+ *
+ *   head                                                            tail
+ *   [ started: partly written or in the uv_write ][ fixed ][ data, unstarted ... ]
+ *     never moved or split                         │        ^ urgent goes here (qfloor)
+ *                                                  └ earlier urgent items (FIFO) and
+ *                                                    ORDERED items (the 101, a close)
+ *
+ * and never before a CONT item, which continues the previous item's frame: a
+ * frame queued as several chunks is never split by a control frame (RFC 6455
+ * 5.4 allows those only between the frames of a fragmented message). The
+ * splice moves the shorter side of the ring by one slot: the fixed prefix is
+ * bounded (≤ 64 iovecs in flight, ≤ CH_OUTQ_URGENT_MAX unsent urgent items
+ * before coalescing), so the insert is O(1) and allocation-free while the
+ * ring fits its CH_OUTQ_INLINE slots. The kernel holds at most ~128 KiB of
+ * not-yet-sent bytes (TCP_NOTSENT_LOWAT) and one uv_write at most ~256 KiB,
+ * so what an urgent frame waits behind is bounded too; the rest of a backlog
+ * stays in the ring where it can be overtaken.
+ *
+ * TLS: ordering is decided where plaintext is encrypted, so the ring holds
+ * plaintext and the flush encrypts it (≤ 256 KiB per pass) just before the
+ * socket needs it; one ciphertext chunk (tls_out) is written at a time.
  *
  * Backpressure: when queued bytes pass max_outbound the connection is a slow
- * consumer: queued chunks not yet started are dropped, the protocol's last
- * words (a WebSocket close 1013) are queued, and the socket is closed once
- * they are written or after a short deadline. Reading pauses while more than
+ * consumer: queued chunks not yet started are dropped (a started frame is
+ * finished), the protocol's last words (a WebSocket close 1013) are queued,
+ * and the socket is closed once they are written or after a short deadline.
+ * Urgent bytes count in qbytes like any other, but an urgent send never
+ * triggers the overflow itself: the next data send does, so a ping is never
+ * what pushes a connection over. Reading pauses while more than
  * pause_reading bytes are queued, so a fast pipelining client throttles
- * itself instead of being dropped.
+ * itself instead of being dropped; ch_conn_read_once() lets a protocol hear
+ * one more read's worth (a pong) while paused.
  *
  * Closing has two phases (libuv): ch_conn_close() asks, the close callback
  * frees. A connection closed from inside its own callback stays valid until
@@ -57,11 +84,23 @@ typedef struct ch_conn_proto_s {
   void (*on_close)(ch_conn_t *c);
 } ch_conn_proto_t;
 
-#define CH_OUTQ_INLINE 4 /* queue slots inside the connection (power of two) */
+#define CH_OUTQ_INLINE 4     /* queue slots inside the connection (power of two) */
+#define CH_OUTQ_URGENT_MAX 8 /* unsent urgent items before COALESCE items replace each other */
+
+/* ch_conn_send_flags() flags, kept on the queue item. */
+enum {
+  CH_CONN_SEND_URGENT = 1u << 0,   /* ahead of unstarted data (see the diagram above) */
+  CH_CONN_SEND_COALESCE = 1u << 1, /* with URGENT: once CH_OUTQ_URGENT_MAX urgent items wait, replaces
+                                      the last one if it is an unsent COALESCE item too (a pong
+                                      answering only the latest ping, RFC 6455 5.5.3) */
+  CH_CONN_SEND_ORDERED = 1u << 2,  /* no later urgent item overtakes this one (a 101, a close frame) */
+  CH_CONN_SEND_CONT = 1u << 3,     /* continues the previous item's frame: nothing goes in between */
+};
 
 typedef struct {
   ch_chunk_t *chunk; /* one reference owned by the queue */
-  size_t off;        /* bytes of chunk already written */
+  size_t off;        /* bytes of chunk already written (TLS: always 0, items are encrypted whole) */
+  unsigned flags;    /* CH_CONN_SEND_* it was queued with */
 } ch_outq_item_t;
 
 struct ch_conn_s {
@@ -76,9 +115,14 @@ struct ch_conn_s {
                                     (freed when drained); NULL when empty */
   ch_outq_item_t qinline[CH_OUTQ_INLINE]; /* small ring without allocation */
   uint32_t qhead, qcount, qcap;  /* ring indexes; qcap is a power of two */
-  size_t qbytes;                 /* unwritten bytes queued */
+  uint32_t qsent;                /* items at the head that are started (partly written, or in the
+                                    uv_write in flight): never moved, split or dropped */
+  uint32_t qfloor;               /* items at the head no urgent item may overtake (≥ the urgent and
+                                    ORDERED items queued so far; qsent is checked separately) */
+  size_t qbytes;                 /* unwritten bytes queued: ring items + tls_out */
   size_t inflight_bytes;         /* bytes handed to the uv_write in flight */
-  size_t tls_plain;              /* TLS: plaintext encrypted since the last flush (in qbytes) */
+  ch_chunk_t *tls_out;           /* TLS: ciphertext being written (one reference, owned), or NULL */
+  size_t tls_off;                /* bytes of tls_out already written */
   uv_write_t wreq;               /* the one write in flight */
   uint64_t close_deadline_ms;    /* force-close after this (0: none) */
   uint64_t created_ms;
@@ -100,9 +144,18 @@ typedef struct {
 } ch_conn_limits_t;
 extern ch_conn_limits_t ch_conn_limits;
 
-/* Queue a chunk for sending; takes ownership of one reference. Returns 0, or
- * CH_ECLOSED (chunk released) when the connection is closing. */
+/* Queue a chunk for sending; takes ownership of one reference. Returns 0,
+ * CH_ECLOSED (chunk released) when the connection is closing, or CH_ELIMIT
+ * when this send made the connection a slow consumer (it is closing now). */
 int ch_conn_send(ch_conn_t *c, ch_chunk_t *k);
+/* ch_conn_send with CH_CONN_SEND_* flags. An URGENT send never returns
+ * CH_ELIMIT (it does not trigger the overflow; its bytes still count). */
+int ch_conn_send_flags(ch_conn_t *c, ch_chunk_t *k, unsigned flags);
+/* A small control frame ahead of queued data that has not started to be
+ * written: ch_conn_send_flags(c, k, CH_CONN_SEND_URGENT). */
+static inline int ch_conn_send_urgent(ch_conn_t *c, ch_chunk_t *k) {
+  return ch_conn_send_flags(c, k, CH_CONN_SEND_URGENT);
+}
 /* Copy bytes into a new chunk and queue it. */
 int ch_conn_send_copy(ch_conn_t *c, const void *p, size_t len);
 /* Close now (queued output is dropped). Safe to call twice. */
@@ -111,11 +164,21 @@ void ch_conn_close(ch_conn_t *c);
 void ch_conn_close_after_flush(ch_conn_t *c, uint64_t deadline_ms);
 /* Switch protocol (the old proto_state must already be released by the caller). */
 void ch_conn_set_proto(ch_conn_t *c, const ch_conn_proto_t *proto, void *state);
+/* Reading is paused for backpressure: read once more (at most one read
+ * buffer, 64 KiB) and pause again if the queue is still above the mark, so a
+ * protocol waiting for a pong can hear it. No-op unless paused and open. */
+void ch_conn_read_once(ch_conn_t *c);
 
 /* Loop-internal (net/ only). */
 void ch__conn_accepted(ch_loop_t *l, ch_conn_t *c);
 void ch__conn_flush(ch_conn_t *c);
 void ch__conn_sweep(ch_conn_t *c, uint64_t now_ms);
 ch_conn_t *ch__conn_new(ch_loop_t *l);
+/* The ring itself (net/ and its unit tests): push as ch_conn_send_flags
+ * does without the closing/overflow checks; mark the first n items started
+ * (handed to a write); release n written bytes from the head. */
+void ch__outq_push(ch_conn_t *c, ch_chunk_t *k, unsigned flags);
+void ch__outq_started(ch_conn_t *c, uint32_t n);
+void ch__outq_consume(ch_conn_t *c, size_t n);
 
 #endif

@@ -25,6 +25,7 @@
   X(bytes_out, counter, "bytes written to sockets")                              \
   X(writes, counter, "write system calls (writev) issued")                       \
   X(slow_consumers_dropped, counter, "connections closed for exceeding max-outbound") \
+  X(ws_pong_timeouts, counter, "WebSocket peers dropped for silence past pong-timeout") \
   X(protocol_errors, counter, "connections closed for protocol errors")          \
   X(tls_handshake_errors, counter, "failed TLS handshakes")                      \
   X(broadcasts, counter, "broadcast messages delivered to this loop")            \

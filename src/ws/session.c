@@ -68,7 +68,9 @@ int ch_ws_accept(ch_http_ctx_t *x, const ch_ws_handler_t *h, void *udata) {
   }
   ch_ws_handshake_response(&res, &b);
   ch_conn_t *c = x->c;
-  ch_conn_send(c, ch_buf_to_chunk(&b));
+  /* ORDERED: a pong answering a ping pipelined behind the upgrade request
+   * must not overtake the 101. */
+  ch_conn_send_flags(c, ch_buf_to_chunk(&b), CH_CONN_SEND_ORDERED);
   ch_buf_dispose(&b);
   ch__http_detach(x);
 
@@ -139,7 +141,9 @@ void ch_ws_close(ch_ws_t *ws, uint16_t code, const char *reason) {
   if (ws->close_sent) return;
   ws->close_sent = 1;
   ws->close_code = code;
-  ch_conn_send(ws->c, ch_ws_close_frame(code, reason));
+  /* A close frame stays behind the data queued before it (and no urgent
+   * frame follows it: pings and pongs stop once close_sent is set). */
+  ch_conn_send_flags(ws->c, ch_ws_close_frame(code, reason), CH_CONN_SEND_ORDERED);
   if (ws->close_received) {
     ch_conn_close_after_flush(ws->c, ch_ws_settings.close_timeout_ms);
   } else {
@@ -198,7 +202,8 @@ static int ch__ws_control_cb(void *ud, int opcode, const uint8_t *data, size_t l
       ch_chunk_t *k = ch_chunk_new(hl + len);
       memcpy(k->data, hdr, hl);
       if (len) memcpy(k->data + hl, data, len);
-      ch_conn_send(ws->c, k);
+      /* Ahead of queued data; behind a backlog only the latest ping may get its pong. */
+      ch_conn_send_flags(ws->c, k, CH_CONN_SEND_URGENT | CH_CONN_SEND_COALESCE);
     }
     break;
   case CH_WS_OP_PONG:
@@ -236,6 +241,36 @@ static int ch__ws_on_read(ch_conn_t *c, char *data, size_t len) {
   return 0;
 }
 
+/* Pong-timeout drops are logged at info, at most CH__WS_DROP_LOGS per loop
+ * per sweep: a network outage may drop thousands of peers at once, and the
+ * counter (ws_pong_timeouts) has the full number. */
+#define CH__WS_DROP_LOGS 10
+static _Thread_local uint64_t ch__ws_drop_sweep_ms; /* sweep (loop time) of the drops being counted */
+static _Thread_local unsigned ch__ws_drop_logged;     /* lines logged in that sweep */
+static _Thread_local uint64_t ch__ws_drop_unlogged;   /* drops not logged since the last line */
+
+static void ch__ws_log_pong_timeout(ch_conn_t *c, uint64_t now, uint64_t silent) {
+  if (now != ch__ws_drop_sweep_ms) {
+    ch__ws_drop_sweep_ms = now;
+    ch__ws_drop_logged = 0;
+  }
+  if (ch__ws_drop_logged >= CH__WS_DROP_LOGS) {
+    ch__ws_drop_unlogged++;
+    return;
+  }
+  ch__ws_drop_logged++;
+  if (ch__ws_drop_unlogged) {
+    ch_log_info("ws conn %llu (%s): no pong for %llu ms, %zu bytes queued; dropping "
+                "(and %llu earlier drops not logged)",
+                (unsigned long long)c->id, c->peer, (unsigned long long)silent, c->qbytes,
+                (unsigned long long)ch__ws_drop_unlogged);
+    ch__ws_drop_unlogged = 0;
+  } else {
+    ch_log_info("ws conn %llu (%s): no pong for %llu ms, %zu bytes queued; dropping",
+                (unsigned long long)c->id, c->peer, (unsigned long long)silent, c->qbytes);
+  }
+}
+
 static void ch__ws_on_sweep(ch_conn_t *c, uint64_t now) {
   ch_ws_t *ws = c->proto_state;
   if (ws->close_sent) return;
@@ -243,18 +278,27 @@ static void ch__ws_on_sweep(ch_conn_t *c, uint64_t now) {
     ws->h->on_sweep(ws, now);
     if (ws->close_sent || c->closing) return;
   }
+  /* Silence counts from the last byte received (a pong, or anything else):
+   * output draining to the peer proves TCP is alive, not that the peer's
+   * WebSocket is. The ping below goes ahead of queued data, so a live peer
+   * can answer in time however long its backlog. */
   uint64_t silent = now - ws->last_rx_ms;
   if (silent >= ch_ws_settings.pong_timeout_ms) {
-    ch_log_debug("ws conn %llu (%s): no answer for %llu ms, dropping", (unsigned long long)c->id,
-                 c->peer, (unsigned long long)silent);
+    CH_STAT_ADD(&c->loop->stats, ws_pong_timeouts, 1);
+    ch__ws_log_pong_timeout(c, now, silent);
     ch_conn_close(c);
-  } else if (silent >= ch_ws_settings.ping_interval_ms &&
-             (ws->ping_sent_ms == 0 || now - ws->ping_sent_ms >= ch_ws_settings.ping_interval_ms)) {
+    return;
+  }
+  if (silent >= ch_ws_settings.ping_interval_ms &&
+      (ws->ping_sent_ms == 0 || now - ws->ping_sent_ms >= ch_ws_settings.ping_interval_ms)) {
     ws->ping_sent_ms = now;
     uint8_t hdr[14];
     size_t hl = ch_ws_frame_header(hdr, 1, 0, CH_WS_OP_PING, 0, NULL);
-    ch_conn_send_copy(c, hdr, hl);
+    ch_conn_send_urgent(c, ch_chunk_from(hdr, hl));
   }
+  /* A backlog above the pause mark stops reading, and with it the pong:
+   * while one is awaited, read a buffer's worth per sweep. */
+  if (ws->ping_sent_ms) ch_conn_read_once(c);
 }
 
 static ch_chunk_t *ch__ws_on_overflow(ch_conn_t *c) {

@@ -10,9 +10,22 @@
  * The close handshake follows RFC 6455 7: whoever sends the first close frame
  * waits for the peer's; the server closes TCP once both are exchanged (or
  * after a deadline). Protocol violations answer with the reader's close code
- * (1002, 1007, 1009) and a reason naming the problem. Idle peers are pinged
- * every ping_interval; a peer silent for pong_timeout is dropped. A slow
- * consumer is closed with 1013.
+ * (1002, 1007, 1009) and a reason naming the problem. A slow consumer is
+ * closed with 1013.
+ *
+ * Control frames bypass the data queue: pings we send and pongs we answer
+ * with are queued urgent (ch_conn_send_urgent), ahead of any data not yet
+ * started, so a peer with seconds of backlog still hears a ping at once and
+ * its pong comes back in time. Behind a backlog, pongs coalesce: only the
+ * latest ping is answered (RFC 6455 5.5.3). The 101 and close frames are
+ * ORDERED: nothing overtakes them, and data queued before a close is
+ * delivered before it.
+ *
+ * Keep-alive: a peer silent (no byte received) for ping_interval is pinged;
+ * one silent for pong_timeout is dropped, counted in ws_pong_timeouts and
+ * logged at info with its silence and queued bytes. While a pong is awaited
+ * and reading is paused for backpressure, one read per sweep still happens
+ * (ch_conn_read_once) so the pong can be heard.
  *
  * The handler's on_close runs exactly once, when the connection goes away,
  * and is where the application frees its per-connection state (udata).

@@ -405,7 +405,7 @@ def test_test_endpoints_404_without_flag():
 
 COUNTERS = ["conns_accepted", "http_requests", "frames_in", "frames_out", "bytes_in", "bytes_out",
             "writes", "slow_consumers_dropped", "protocol_errors", "tls_handshake_errors",
-            "broadcasts", "deliveries"]
+            "broadcasts", "deliveries", "ws_pong_timeouts"]
 GAUGES = ["conns_open", "ws_open", "sse_open", "loops", "uptime_seconds"]
 
 

@@ -1,13 +1,16 @@
 """WebSocket session behaviour over time: keep-alive pings, slow consumers,
 graceful shutdown. Black box, against hubs started with short timers."""
+import re
 import signal
 import socket
+import struct
 import threading
 import time
 
+import pytest
 
-from rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Closed, RawWS, Reader, connect, parse_close, \
-    read_response
+from rawws import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Closed, RawWS, Reader, connect, \
+    encode_frame, parse_close, read_response
 
 
 # ---------------------------------------------------------------------------
@@ -88,6 +91,119 @@ def test_client_data_counts_as_liveness(make_hub):
             assert ws.recv_message() == (OP_TEXT, b"tick %d" % n)
             n += 1
             time.sleep(0.4)
+
+
+# ---------------------------------------------------------------------------
+# Control frames bypass queued data
+
+
+def publish_backlog(hub, channel, total, size=64 << 10, tls=False):
+    """Queue `total` bytes of numbered binary messages for the one subscriber of channel, as
+    fast as possible (pipelined on a /bench/pub WebSocket, closed once the hub has delivered
+    them all to the subscriber's queue). Returns (payloads, seconds it took)."""
+    t0 = time.monotonic()
+    before = hub.metrics()["chorus_deliveries"]
+    msgs = [struct.pack("!I", i) + bytes([i & 0xFF]) * (size - 4) for i in range(total // size)]
+    with RawWS.connect(hub.port, "/bench/pub?channel=" + channel, tls=tls) as pub:
+        pub.send_raw(b"".join(encode_frame(OP_BINARY, m) for m in msgs))
+        deadline = time.monotonic() + 20
+        while hub.metrics()["chorus_deliveries"] < before + len(msgs):
+            assert time.monotonic() < deadline, "the backlog was never queued"
+            time.sleep(0.05)
+    return msgs, time.monotonic() - t0
+
+
+def read_backlog(ws, msgs, timeout=60):
+    """Read until every message of msgs has arrived (in order, whole); returns the byte
+    offsets (counted in payload bytes of data frames before it) of the pings seen."""
+    pings = []
+    got = 0
+    data_bytes = 0
+    deadline = time.monotonic() + timeout
+    while got < len(msgs):
+        f = ws.recv_frame(timeout=max(0.1, deadline - time.monotonic()))
+        if f.opcode == OP_PING:
+            pings.append(data_bytes)
+            continue
+        assert f.opcode == OP_BINARY and f.fin, f[:3]
+        assert f.payload == msgs[got], f"message {got} damaged or out of order"
+        got += 1
+        data_bytes += len(f.payload)
+    return pings
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_ping_overtakes_queued_backlog(make_hub, tls_cert, tls):
+    # A subscriber that does not read while 16 MB are queued for it: the server's ping
+    # (sent after the whole backlog was queued) must come out near the head, not the end.
+    hub = make_hub("--ping-interval", "3s", "--pong-timeout", "60s", "--max-outbound", "64MiB",
+                   tls=tls_cert if tls else None)
+    sub = RawWS.connect(hub.port, "/bench/sub?channel=backlog", rcvbuf=4096, tls=tls)
+    t0 = time.monotonic()
+    msgs, took = publish_backlog(hub, "backlog", 16 << 20, tls=tls)
+    total = sum(len(m) for m in msgs)
+    # The whole backlog was queued before the first ping (3 s of silence, swept once a
+    # second); wait past it, then read.
+    assert took < 2.0, f"queueing the backlog took {took:.1f}s: the ping may precede it"
+    time.sleep(max(0.0, 4.5 - (time.monotonic() - t0)))
+    pings = read_backlog(sub, msgs)
+    assert pings, "no ping before the last message of the backlog"
+    assert pings[0] < total // 4, f"first ping after {pings[0]} of {total} queued bytes"
+    sub.close()
+
+
+def test_listener_with_long_backlog_answering_pings_is_not_dropped(make_hub):
+    # The measured failure: a listening client whose backlog takes longer to drain than the
+    # pong timeout. It reads slowly and answers every ping at once; with the ping at the end
+    # of its queue (or its pong unread while reading is paused) it was dropped.
+    hub = make_hub("--ping-interval", "1s", "--pong-timeout", "3s", "--max-outbound", "64MiB")
+    sub = RawWS.connect(hub.port, "/bench/sub?channel=slow", rcvbuf=16384)
+    msgs, _ = publish_backlog(hub, "slow", 12 << 20)
+    pings = 0
+    got = 0
+    start = time.monotonic()
+    while got < len(msgs):
+        try:
+            f = sub.recv_frame(timeout=10)
+        except Closed:
+            raise AssertionError(f"dropped after {time.monotonic() - start:.1f}s, {got} of "
+                                 f"{len(msgs)} messages read; log:\n{hub.logs()}") from None
+        if f.opcode == OP_PING:
+            pings += 1
+            sub.send_frame(OP_PONG, f.payload)
+            continue
+        assert f.opcode == OP_BINARY and f.payload == msgs[got]
+        got += 1
+        if got % 16 == 0:
+            time.sleep(0.6)  # ~1.6 MB/s: the backlog takes ~7 s, over twice the pong timeout
+    elapsed = time.monotonic() - start
+    assert elapsed > 4, f"drained in {elapsed:.1f}s: the client was not slow enough to test anything"
+    assert pings >= 2, pings
+    assert hub.metrics()["chorus_ws_pong_timeouts"] == 0
+    sub.send_frame(OP_PING, b"still here")
+    f = sub.recv_frame()
+    while f.opcode == OP_PING:  # the server's own keep-alive may come first
+        f = sub.recv_frame()
+    assert (f.opcode, f.payload) == (OP_PONG, b"still here")
+    sub.close()
+
+
+def test_pong_timeout_drop_is_counted_and_logged(make_hub):
+    hub = make_hub("--ping-interval", "1s", "--pong-timeout", "2s", threads=1)
+    before = hub.metrics()["chorus_ws_pong_timeouts"]
+    mute = RawWS.connect(hub.port, "/echo")  # reads nothing, answers nothing
+    assert mute.expect_eof(10), "the silent peer was not dropped"
+    deadline = time.monotonic() + 5
+    while hub.metrics()["chorus_ws_pong_timeouts"] < before + 1:
+        assert time.monotonic() < deadline, "drop not counted in chorus_ws_pong_timeouts"
+        time.sleep(0.1)
+    m = hub.metrics()
+    assert m['chorus_ws_pong_timeouts{loop="0"}'] == m["chorus_ws_pong_timeouts"]
+    assert m["chorus_slow_consumers_dropped"] == 0
+    line = [ln for ln in hub.logs().splitlines() if "no pong for" in ln]
+    assert line, hub.logs()
+    assert re.search(r"ws conn \d+ \(127\.0\.0\.1:\d+\): no pong for \d+ ms, \d+ bytes queued", line[0]), line
+    mute.close()
 
 
 # ---------------------------------------------------------------------------

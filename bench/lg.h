@@ -18,6 +18,8 @@
  *              (for the native protocol's documents)
  *   loadgen.c  command line, echo/fanout/idle, JSON report
  *   lg_conv.c  the conversation modes (send, convfan, resume), own report
+ *   lg_agent.c the agent modes (agent-ttfc, agent-fan): a fake OpenAI-compatible
+ *              upstream on this loop, chorus's agent relay measured against it
  *
  * Data flow of one connection:
  *
@@ -303,6 +305,17 @@ int lg_conv_is_mode(const char *mode);
 int lg_conv_main(int argc, char **argv);
 /* The usage lines of the conversation modes and their options (for --help). */
 void lg_conv_usage(FILE *f);
+
+/* ---- the agent modes (lg_agent.c) -------------------------------------------------------- */
+
+/* 1 when argv[1] names an agent mode (agent-ttfc, agent-fan). */
+int lg_agent_is_mode(const char *mode);
+/* Run an agent mode (a fake OpenAI-compatible upstream in this process, chorus's
+ * /ws clients against it); argv[1] is the mode. Returns the exit status (0 clean,
+ * 1 failed or errors/losses, 2 usage error). */
+int lg_agent_main(int argc, char **argv);
+/* The usage lines of the agent modes and their options (for --help). */
+void lg_agent_usage(FILE *f);
 
 /* Random bytes from getrandom(2); 0 or CH_EIO. */
 int lg_random(void *p, size_t n);

@@ -6,6 +6,7 @@
  *                         -c SUBS -w WINDOW -s SIZE -d SECONDS
  *   chorus-loadgen idle   --url ws://... -c CONNS --server-pid PID -d SECONDS
  *   chorus-loadgen send|convfan|resume ...   chorus's native protocol: lg_conv.c
+ *   chorus-loadgen agent-ttfc|agent-fan ...   chorus's agent relay: lg_agent.c
  *
  * Each run prints exactly one JSON line on stdout (also when it fails: then
  * with "error"), and messages on stderr. Exit status: 0 on a clean run; 1 when
@@ -696,6 +697,7 @@ static void lg_usage(FILE *f) {
       "\n",
       f);
   lg_conv_usage(f);
+  lg_agent_usage(f);
   fputs(
       "\n"
       "Prints one JSON line on stdout. Exit 0: clean run; 1: failed, or errors/losses seen;\n"
@@ -737,7 +739,7 @@ static int lg_parse_args(int argc, char **argv, lg_opts_t *o) {
   else if (strcmp(argv[1], "fanout") == 0) o->mode = M_FANOUT;
   else if (strcmp(argv[1], "idle") == 0) o->mode = M_IDLE;
   else {
-    fprintf(stderr, "chorus-loadgen: unknown mode '%s' (echo, fanout, idle, send, convfan, resume; --help)\n",
+    fprintf(stderr, "chorus-loadgen: unknown mode '%s' (echo, fanout, idle, send, convfan, resume, agent-ttfc, agent-fan; --help)\n",
             argv[1]);
     return CH_EINVAL;
   }
@@ -810,6 +812,7 @@ static int lg_parse_args(int argc, char **argv, lg_opts_t *o) {
 int main(int argc, char **argv) {
   int rc = 1;
   if (argc >= 2 && lg_conv_is_mode(argv[1])) return lg_conv_main(argc, argv);
+  if (argc >= 2 && lg_agent_is_mode(argv[1])) return lg_agent_main(argc, argv);
   if (lg_parse_args(argc, argv, &R.o) < 0) return 2;
   signal(SIGPIPE, SIG_IGN);
   R.nconns = R.o.conns + (R.o.mode == M_FANOUT ? 1 : 0);

@@ -4,15 +4,18 @@
 #   bench/run.sh BUILD_DIR              full run (~25 min): chorus, uWebSockets.js, Node ws,
 #                                       nginx+nchan, Python websockets, then chorus's conversation
 #                                       sync (native protocol, durable); writes docs/BENCHMARKS.md
-#   bench/run.sh BUILD_DIR --quick      ~40 s, chorus only, tiny sizes, plus the generator's
+#   bench/run.sh BUILD_DIR --quick      ~50 s, chorus only, tiny sizes, plus the generator's
 #                                       self-test; for CI; prints the table, writes no docs
 #   bench/run.sh BUILD_DIR --conv       only chorus's conversation section at full size (~10 min);
+#                                       prints the report, writes no docs
+#   bench/run.sh BUILD_DIR --agent      only chorus's agent relay section at full size (~2 min);
 #                                       prints the report, writes no docs
 #   bench/run.sh BUILD_DIR --selftest   only the generator's self-test against
 #                                       bench/peers/torture-server.js (hostile server, faults)
 #   env BENCH_SERVERS="chorus ws"       restrict the full run to some servers
 #   env BENCH_DOC=FILE                  write the report there instead of docs/BENCHMARKS.md
 #   env BENCH_CONV_REPEAT=N             runs per conversation scenario (2; the best one is compared)
+#   env BENCH_AGENT_REPEAT=N            runs per agent relay scenario (2; the best one is compared)
 #
 # Every server runs on a free loopback port pinned to CPU 0 (taskset -c 0; chorus with
 # --threads 1), the generator (BUILD_DIR/chorus-loadgen) pinned to CPU 1. Scenarios per server:
@@ -23,12 +26,16 @@
 #           dir (mktemp -d, removed after): durable sends at 100 conns (max, then open loop at half
 #           the max and at 25,000/s), 10 clients per room, conversation fan-out to 1,000 and 10,000
 #           next to raw fanout on the same settings, resume of 10,000 missed messages
+#   agent   chorus only, each on a fresh server whose `openai` agent points at the fake upstream
+#           inside chorus-loadgen: time to first chunk added by chorus (1,000 sequential prompts,
+#           next to the same request sent direct; again with the data dir on tmpfs), and one
+#           stream of 100 chunks/s for 10 s watched by 1,000 subscribers
 # Each run is ~5 s measured after 1 s of warm-up. Every process this script starts is
 # stopped by PID on any exit. Raw results and logs go to bench/out/<timestamp>/.
 # Everything after a line `<!-- manual -->` in docs/BENCHMARKS.md is kept as it is.
 set -uo pipefail
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ $# -ge 1 && $1 != -h && $1 != --help ]] || { usage; exit 2; }
 BUILD=$1; shift
 MODE=full
@@ -37,6 +44,7 @@ for a in "$@"; do
     --quick) MODE=quick ;;
     --selftest) MODE=selftest ;;
     --conv) MODE=conv ;;
+    --agent) MODE=agent ;;
     *) echo "run.sh: unknown option $a" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -157,6 +165,13 @@ start_server() {
       cmd=(nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log") ;;
     torture*) cmd=(node "$PEERS/torture-server.js" "$port" ${TORTURE_ARGS:-}) ;;
     convfake*) cmd=("$PY" "$ROOT/bench/conv_fault_server.py" "$port" ${CONVFAKE_ARGS:-}) ;;
+    chorus-agent) # like chorus-conv, plus an `openai` agent whose upstream is the fake one inside
+      # chorus-loadgen on AGENT_UP_PORT (the key variable is never set: no key is sent);
+      # AGENT_DATA_ROOT puts the data dir elsewhere (tmpfs, to take fsync out).
+      SRV_DATA=$(mktemp -d "${AGENT_DATA_ROOT:-${TMPDIR:-/tmp}}/chorus-bench.XXXXXX")
+      cmd=("$CHORUS" serve --listen "127.0.0.1:$port" --test-endpoints --insecure-dev --threads 1
+           --data-dir "$SRV_DATA" --ping-interval 300s --pong-timeout 600s
+           --agent "bench=openai:bench-model;base-url=http://127.0.0.1:$AGENT_UP_PORT/v1;key-env=CHORUS_BENCH_NO_KEY") ;;
     *) return 1 ;;
   esac
   printf '# %s\n(cd %s && %s) &\n' "$name" "$(shq "$dir")" "$(shq "${PIN_SRV[@]}" "${cmd[@]}")" >>"$COMMANDS"
@@ -229,9 +244,11 @@ fi
 if [[ $MODE == quick ]]; then
   D=1; W=0.3; ECHO_C=10; FAN_S=(50); SWEEP=(4 64); IDLE_N=200; IDLE_D=1
   CONV_C=10; CONV_W=(4); RESUME_N=1000; RESUME_K=2; CONV_REPEAT=1
+  AGENT_N=50; AGENT_WARM=5; AGENT_SUBS=50; AGENT_CHUNKS=100; AGENT_REPEAT=1
 else
   D=5; W=1; ECHO_C=100; FAN_S=(1000 10000); SWEEP=(4 8 32 64 128); IDLE_N=$IDLE_CONNS; IDLE_D=3
   CONV_C=100; CONV_W=(16 64); RESUME_N=10000; RESUME_K=5; CONV_REPEAT=${BENCH_CONV_REPEAT:-2}
+  AGENT_N=1000; AGENT_WARM=20; AGENT_SUBS=1000; AGENT_CHUNKS=1000; AGENT_REPEAT=${BENCH_AGENT_REPEAT:-2}
 fi
 
 bench_server() {
@@ -342,6 +359,51 @@ bench_conv() {
   for r in $(seq 1 "$CONV_REPEAT"); do
     conv_run conv_resume resume --url "$url" -n "$RESUME_N" -w 64 -s 32 --repeat "$RESUME_K"
   done
+}
+
+# ---- agent relay (chorus only) --------------------------------------------------------------
+# agent_run SCENARIO LABEL ARGS...: one generator run against a fresh chorus whose `openai` agent
+# streams from the fake upstream inside chorus-loadgen (@U@ = chorus's ws:// root, @UP@ = the
+# upstream's port, a second free port). LABEL is the "server" of the row (not "chorus" for runs
+# that are expected to fail: the quick mode counts failed "chorus" rows).
+agent_run() {
+  local scen=$1 label=$2
+  shift 2
+  AGENT_UP_PORT=$(free_port) || { note "agent: no free port"; return 1; }
+  if ! start_server chorus-agent; then
+    printf '%s\t%s\t%s\t%s\n' "$scen" "$label" 99 '{}' >>"$RESULTS"
+    return 1
+  fi
+  local u="ws://127.0.0.1:$SRV_PORT" args=() a
+  for a in "$@"; do a=${a//@U@/$u}; args+=("${a//@UP@/$AGENT_UP_PORT}"); done
+  run_lg "$scen" "$label" "${args[@]}" --server-pid "$SRV_MPID"
+  local rc=$?
+  stop_server
+  return $rc
+}
+
+# Issue 4's targets. T1: what chorus adds to an upstream's time to first chunk (sequential prompts,
+# each next to the same request sent direct; then with the data dir on tmpfs, where fsync costs
+# nothing, to show the durable commit's share). T2: one stream at 100 chunks/s to many subscribers.
+bench_agent() {
+  local url='@U@/ws?token=bench:d{i}&source=bench' up='127.0.0.1:@UP@' r
+  log "== chorus agent relay (data dirs in ${TMPDIR:-/tmp}: $CONV_FS)"
+  note "agent relay section: load average at its start $(cut -d' ' -f1-3 /proc/loadavg)"
+  for r in $(seq 1 "$AGENT_REPEAT"); do
+    agent_run agent_ttfc chorus agent-ttfc --url "$url" --upstream "$up" -n "$AGENT_N" --warmup-samples "$AGENT_WARM"
+    if [[ $MODE != quick && -d /dev/shm && -w /dev/shm ]]; then
+      AGENT_DATA_ROOT=/dev/shm agent_run agent_ttfc_tmpfs chorus agent-ttfc --url "$url" --upstream "$up" -n "$AGENT_N" --warmup-samples "$AGENT_WARM"
+    fi
+    agent_run "agent_fan_$AGENT_SUBS" chorus agent-fan --url "$url" --upstream "$up" -c "$AGENT_SUBS" --chunks "$AGENT_CHUNKS" --interval 10
+  done
+  if [[ $MODE == quick ]]; then
+    # The checks must be able to fail: an upstream that leaves a chunk off the wire (but counts it
+    # as written) must be reported, through chorus, as corrupt and undelivered.
+    agent_run agent_fan_drop agent-fault agent-fan --url "$url" --upstream "$up" -c 10 --chunks 20 --interval 5 --drop-chunk 7 --settle 0.1
+    check "agent-fan: a chunk missing upstream is reported (corrupt, undelivered)" 'rc == 1 and j["corrupt"] > 0 and j["undelivered"] > 0'
+    agent_run agent_ttfc_drop agent-fault agent-ttfc --url "$url" --upstream "$up" -n 3 --warmup-samples 0 --drop-chunk 2
+    check "agent-ttfc: a chunk missing upstream is reported" 'rc == 1 and j["corrupt"] > 0 and j["undelivered"] > 0'
+  fi
 }
 
 # ---- the generator's self-test -------------------------------------------------------------
@@ -484,7 +546,7 @@ for line in open(os.path.join(out, "results.tsv")):
     rows.append({"scen": parts[0], "server": parts[1], "rc": int(parts[2]), "j": j})
 res = {(r["scen"], r["server"]): r for r in rows}
 servers = [s for s in ["chorus", "uws", "ws", "nchan", "python"]
-           if any(r["server"] == s and not r["scen"].startswith("conv_") for r in rows)] if mode != "selftest" else []
+           if any(r["server"] == s and not r["scen"].startswith(("conv_", "agent_")) for r in rows)] if mode != "selftest" else []
 names = {"chorus": "chorus", "uws": "uWS", "ws": "ws", "nchan": "nchan", "python": "python websockets"}
 versions = {}
 vp = os.path.join(out, "versions.tsv")
@@ -785,21 +847,131 @@ if conv_rows:
     md.append(table(["run", "what", "throughput", "latency p50 / p99 / p999", "CPU", "checks"], lines))
     md.append("")
 
-st = [r for r in rows if r["server"].startswith("torture") or r["server"].startswith("convfake")]
+agent_rows = [r for r in rows if r["scen"].startswith("agent_") and r["server"] == "chorus"]
+if agent_rows:
+    def best(scen, key, higher=True):
+        runs = [r for r in agent_rows if r["scen"] == scen]
+        good = [r for r in runs if isinstance(r["j"].get(key), (int, float))]
+        if good:
+            return (max if higher else min)(good, key=lambda x: x["j"][key])
+        return runs[-1] if runs else None
+    def acpu(j):
+        bits = []
+        if "server_cpu_pct" in j:
+            bits.append("srv %d%%" % round(j["server_cpu_pct"]))
+        if "gen_cpu_pct" in j:
+            bits.append("gen %d%%" % round(j["gen_cpu_pct"]))
+        return ", ".join(bits)
+    def averdict(ok, r):
+        if r is None or not r["j"]:
+            return "not run"
+        if r["rc"] != 0:
+            p = problem(r)
+            return ("❌ missed" if not ok else "⚠ met, but") + " (the run reported: " + (p or "exit %d" % r["rc"]) + ")"
+        return "✅ met" if ok else "❌ missed"
+    def q3(j, k):
+        return "%s / %s / %s" % (us(j[k + "_p50_us"]), us(j[k + "_p99_us"]), us(j[k + "_p999_us"])) if k + "_p50_us" in j else "n/a"
+    md.append("## Agent relay (chorus only)")
+    md.append("")
+    md.append("`chorus-loadgen agent-ttfc | agent-fan` (bench/lg_agent.c) against a freshly started chorus (`--threads 1 --insecure-dev`, "
+              "pinned like above, fresh data directory on %s) whose agent is `bench=openai:bench-model;base-url=http://127.0.0.1:U/v1`: "
+              "chorus's real `openai` back end (libcurl on the hub thread, SSE parsed, one chunk event per upstream delta) talking to "
+              "a fake OpenAI-compatible upstream that runs inside the generator (chunked `text/event-stream`, OpenAI's chunk shape, "
+              "`[DONE]`), so both ends share one monotonic clock. Every chunk that comes back is checked byte for byte against what "
+              "the upstream wrote under its index, and so are the stored reply and the stream's end." % conv_fs)
+    md.append("")
+    md.append("T1 times, per prompt: the client sends it (t0); the upstream has the whole request (t1); the upstream writes chunk 1 (t2); "
+              "the client has chunk 1's stream event (t3). **Added by chorus = (t1 − t0) + (t3 − t2)**, i.e. the client's time to first "
+              "chunk minus the upstream's own. The request leg includes the prompt's durable append (chorus commits the prompt, with an "
+              "fsync, before it asks the agent), the request build (history read from the store), and libcurl's new TCP connection "
+              "(chorus closes idle upstream connections). The **direct** path sends the same bytes from the generator's own HTTP "
+              "client on a fresh connection: the loopback cost chorus cannot avoid. Prompts go one at a time, chorus and direct "
+              "alternating; quantiles are exact over the samples.")
+    md.append("")
+    lines = []
+    r = best("agent_ttfc", "added_p99_us", higher=False)
+    if r is not None:
+        j = r["j"]
+        if "added_p99_us" in j:
+            m = ("p99 **%s** (p50 %s, p999 %s) over %s prompts; request leg p50/p99 %s / %s (of which before the upstream connection "
+                 "%s / %s; the client's ack %s / %s), chunk leg %s / %s; direct path p99 %s (p50 %s); %s") % (
+                us(j["added_p99_us"]), us(j["added_p50_us"]), us(j["added_p999_us"]), fmt_n(j["samples"]),
+                us(j["req_leg_p50_us"]), us(j["req_leg_p99_us"]), us(j["pre_connect_p50_us"]), us(j["pre_connect_p99_us"]),
+                us(j["ack_p50_us"]), us(j["ack_p99_us"]), us(j["chunk_leg_p50_us"]), us(j["chunk_leg_p99_us"]),
+                us(j["direct_added_p99_us"]), us(j["direct_added_p50_us"]), acpu(j))
+            lines.append(["T1: time to first chunk added by chorus, loopback (durable prompt, data dir on %s)" % conv_fs.split(" ")[0],
+                          "p99 ≤ 1 ms", m, averdict(j["added_p99_us"] <= 1000, r)])
+        else:
+            lines.append(["T1: time to first chunk added by chorus", "p99 ≤ 1 ms", "failed: " + (j.get("error") or "no result"), "❌ failed"])
+    r = best("agent_ttfc_tmpfs", "added_p99_us", higher=False)
+    if r is not None and "added_p99_us" in r["j"]:
+        j = r["j"]
+        m = ("p99 **%s** (p50 %s, p999 %s); request leg %s / %s, chunk leg %s / %s; direct p99 %s; %s") % (
+            us(j["added_p99_us"]), us(j["added_p50_us"]), us(j["added_p999_us"]), us(j["req_leg_p50_us"]), us(j["req_leg_p99_us"]),
+            us(j["chunk_leg_p50_us"]), us(j["chunk_leg_p99_us"]), us(j["direct_added_p99_us"]), acpu(j))
+        lines.append(["T1, the same with the data dir on tmpfs (fsync costs nothing: chorus's own work)", "(p99 ≤ 1 ms)", m,
+                      averdict(j["added_p99_us"] <= 1000, r)])
+    for scen in sorted({x["scen"] for x in agent_rows if x["scen"].startswith("agent_fan_")}):
+        r = best(scen, "recv_chunks_per_s_min")
+        j = r["j"] if r else {}
+        if "deliveries" in j:
+            exact = (j["deliveries"] == j["expected_deliveries"] and j["complete_subs"] == j["subs"] and j["losses"] == 0
+                     and j["corrupt"] == 0 and j["replies_ok"] == j["subs"])
+            pace = j["emit_chunks_per_s"] > 0 and j["recv_chunks_per_s_min"] >= 0.98 * j["emit_chunks_per_s"]
+            m = ("%s of %s chunk deliveries (%s chunks × %s subscribers), %s lost, %s out of order, %s corrupt; stored reply right "
+                 "at %s/%s, end at %s; upstream wrote %.1f chunks/s, the slowest subscriber received %.1f/s; delivery latency from "
+                 "the upstream's write p50/p99/p999 %s / %s / %s, until every subscriber had a chunk p99 %s; %s") % (
+                fmt_n(j["deliveries"]), fmt_n(j["expected_deliveries"]), fmt_n(j["chunks"]), fmt_n(j["open"]), fmt_n(j["lost"]),
+                fmt_n(j["out_of_order"]), fmt_n(j["corrupt"]), fmt_n(j["replies_ok"]), fmt_n(j["subs"]), fmt_n(j["ends"]),
+                j["emit_chunks_per_s"], j["recv_chunks_per_s_min"], us(j["p50_us"]), us(j["p99_us"]), us(j["p999_us"]),
+                us(j["all_p99_us"]), acpu(j))
+            lines.append(["T2: one stream at %g chunks/s watched by %s subscribers: every chunk to every subscriber, in order" % (
+                round(1000.0 / j["interval_ms"]) if j.get("interval_ms") else 0, fmt_n(j["subs"])), "no loss, full pace", m,
+                averdict(exact and pace, r)])
+        else:
+            lines.append(["T2: one stream to many subscribers", "no loss, full pace", "failed: " + (j.get("error") or "no result"), "❌ failed"])
+    md.append(table(["issue target", "goal", "measured", "verdict"], lines))
+    md.append("")
+    md.append("### Every agent relay run")
+    md.append("")
+    lines = []
+    for r in agent_rows:
+        j = r["j"]
+        p = problem(r)
+        if j.get("mode") == "agent-ttfc":
+            what = "%s prompts (+%s warm-up), upstream: first chunk after %g ms, %d chunks × %g ms" % (
+                fmt_n(j.get("samples", 0)), j.get("warmup_samples", 0), j["ttfc_ms"], j["chunks"], j["interval_ms"])
+            res = "added %s; req leg %s; chunk leg %s; direct %s; excess over direct p99 %s" % (
+                q3(j, "added"), q3(j, "req_leg"), q3(j, "chunk_leg"), q3(j, "direct_added"),
+                us(j["excess_p99_us"]) if "excess_p99_us" in j else "n/a")
+        elif j.get("mode") == "agent-fan":
+            what = "%s subscribers (joined in %.1f s, settled %.1f s, %s presence frames), %s chunks × %g ms" % (
+                fmt_n(j["subs"]), j["join_s"], j["settle_s"], fmt_n(j["presence_frames"]), fmt_n(j["chunks"]), j["interval_ms"])
+            res = "%s/%s deliveries, %.1f chunks/s written, slowest subscriber %.1f/s; latency %s / %s / %s" % (
+                fmt_n(j["deliveries"]), fmt_n(j["expected_deliveries"]), j["emit_chunks_per_s"], j["recv_chunks_per_s_min"],
+                us(j["p50_us"]), us(j["p99_us"]), us(j["p999_us"]))
+        else:
+            what, res = r["scen"], p or "no result"
+        lines.append([r["scen"], what, res, acpu(j), ("⚠ " + p) if p else ("ok" if r["rc"] == 0 else "exit %d" % r["rc"])])
+    md.append(table(["run", "what", "result (p50 / p99 / p999)", "CPU", "checks"], lines))
+    md.append("")
+
+st = [r for r in rows if r["server"].startswith("torture") or r["server"].startswith("convfake") or r["server"] == "agent-fault"]
 if st:
     md.append("## Generator self-test")
     md.append("")
     md.append("Against bench/peers/torture-server.js (fragmented replies, interleaved pings, 1..64-byte writes; "
               "then with corruption, drops and duplicates injected), and, for the conversation modes, against "
               "bench/conv_fault_server.py (a fake of the native protocol; clean, then dropping, duplicating and "
-              "corrupting broadcasts and leaving an event out of resume syncs):")
+              "corrupting broadcasts and leaving an event out of resume syncs), and, for the agent modes, chorus relaying the "
+              "generator's fake upstream told to leave one chunk off the wire (`--drop-chunk`), which must be reported:")
     md.append("")
     for r in st:
         j = r["j"]
         if r["scen"] == "stats":
             md.append("- server-side checks: " + ", ".join("%s %s" % (k, v) for k, v in j.items()))
         else:
-            keys = [k for k in ("msgs", "deliveries", "received", "alive", "errors", "corrupt", "lost", "out_of_order") if k in j]
+            keys = [k for k in ("msgs", "deliveries", "received", "alive", "errors", "corrupt", "lost", "out_of_order", "undelivered") if k in j]
             md.append("- %s: exit %d, %s" % (r["scen"], r["rc"], ", ".join("%s %s" % (k, j[k]) for k in keys)))
     md.append("")
 
@@ -856,6 +1028,12 @@ case $MODE in
     versions
     write_report conv - >"$OUT/report.md"; cat "$OUT/report.md"
     ;;
+  agent)
+    [[ -x $CHORUS ]] || { echo "run.sh: $CHORUS not found" >&2; exit 1; }
+    bench_agent
+    versions
+    write_report agent - >"$OUT/report.md"; cat "$OUT/report.md"
+    ;;
   selftest)
     selftest
     write_report selftest - >"$OUT/report.md"; cat "$OUT/report.md"
@@ -866,6 +1044,7 @@ case $MODE in
     selftest
     bench_server chorus
     bench_conv
+    bench_agent
     versions
     write_report quick - >"$OUT/report.md"; cat "$OUT/report.md"
     fails=$(awk -F'\t' '$2 == "chorus" && $3 != 0' "$RESULTS" | wc -l)
@@ -879,7 +1058,7 @@ case $MODE in
       peer_available "$s" || { printf 'start\t%s\t98\t{}\n' "$s" >>"$RESULTS"; continue; }
       bench_server "$s"
     done
-    if [[ " ${BENCH_SERVERS:-chorus} " == *" chorus "* ]] && peer_available chorus; then bench_conv; fi
+    if [[ " ${BENCH_SERVERS:-chorus} " == *" chorus "* ]] && peer_available chorus; then bench_conv; bench_agent; fi
     DOC=${BENCH_DOC:-$ROOT/docs/BENCHMARKS.md}
     mkdir -p "$(dirname "$DOC")"
     write_report full "$DOC"

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/http.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/err.h"
@@ -613,6 +614,7 @@ size_t ch_agent_streams_snapshot(const char *conv, ch_agent_stream_mark_t *marks
 }
 
 void ch_agent_stop_all(ch_hub_t *h) {
+  ch_agent_http_shutdown();
   while (!ch_list_empty(&ch__running)) {
     ch__stream_t *s = (ch__stream_t *)CH_LIST_DATA(ch__running.next, ch_agent_stream_t, node);
     ch__abort(s, "server shutting down");

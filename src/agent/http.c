@@ -8,10 +8,13 @@
  *       reads CURLMSG_DONE messages and finishes those transfers (on_done).
  *
  * Lifetime rules. A context lives while it has transfers (n > 0) or while a
- * callback of its own is on the stack (depth > 0); the first moment both are
- * zero it is torn down: curl_multi_cleanup (closes the cached connections;
- * their poll handles are closed too), then the timer is closed and the
- * context freed in the close callback. Poll handles are freed in their own
+ * callback of its own is on the stack (depth > 0), and then CH__HTTP_IDLE_MS
+ * longer (an unreferenced timer), so that the next prompt reuses curl's cached
+ * connection instead of paying a new connect (and TLS handshake) to the same
+ * upstream. When the idle timer fires, or at once after
+ * ch_agent_http_shutdown, it is torn down: curl_multi_cleanup (closes the
+ * cached connections; their poll handles are closed too), then the timers are
+ * closed and the context freed in the last close callback. Poll handles are freed in their own
  * close callbacks and never touch the context there. A back end may start a
  * new transfer from on_done (the core starts queued streams when one ends):
  * the context is still alive then because depth > 0.
@@ -43,6 +46,8 @@
 #endif
 #define CH__HTTP_ERR_BODY_MAX 16384
 #define CH__HTTP_CONNECT_TIMEOUT_MS 30000L
+#define CH__HTTP_IDLE_MS 30000 /* an idle context (and curl's connection cache) lives this long */
+#define CH__HTTP_DRAIN_MS 2000 /* a complete reply's response may take this long to end */
 
 typedef struct ch__hctx_s ch__hctx_t;
 
@@ -59,6 +64,8 @@ struct ch_agent_http_s {
   long status;
   char content_type[128];
   int stopped;                     /* on_event's non-zero return */
+  int detached;                    /* reported complete; curl finishes the response (keep-alive) */
+  uint64_t detached_ms;            /* when */
   char *error;                     /* owned: our own reason to abort (malformed stream), or NULL */
   ch_agent_sse_t sse;
   ch_buf_t body;                   /* non-stream or error body */
@@ -77,6 +84,8 @@ struct ch__hctx_s {
   uv_loop_t *loop;                 /* not owned */
   CURLM *multi;                    /* owned */
   uv_timer_t timer;                /* curl's timeout; its close frees the context */
+  uv_timer_t idle;                 /* no transfers for CH__HTTP_IDLE_MS: tear down (unreferenced) */
+  uv_timer_t drain;                /* ends detached transfers that outstay CH__HTTP_DRAIN_MS */
   ch_list_t transfers;             /* ch_agent_http_t in progress */
   size_t n;                        /* their count */
   ch_list_t polls;                 /* ch__hpoll_t, open */
@@ -87,6 +96,7 @@ struct ch__hctx_s {
 static ch__hctx_t *ch__hctxs; /* live contexts, one per loop (each used on its loop's thread only) */
 static size_t ch__hactive;    /* transfers in progress (hub thread) */
 static int ch__hglobal;       /* curl_global_init references (main thread) */
+static int ch__hclosing;      /* ch_agent_http_shutdown was called: idle contexts go at once */
 
 int ch_agent_http_global_ref(void) {
   if (ch__hglobal++ == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -197,12 +207,13 @@ static void ch__http_set_error(ch_agent_http_t *t, const char *what, size_t n) {
 static size_t ch__http_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   ch_agent_http_t *t = ud;
   size_t n = size * nmemb;
+  if (t->stopped == 1 && !t->error) return n; /* the reply is complete: let the response end (keep-alive) */
   if (t->stopped || t->error) return 0;
   if (t->mode == CH__HM_UNKNOWN) ch__http_classify(t);
   switch (t->mode) {
   case CH__HM_SSE: {
     int r = ch_agent_sse_feed(&t->sse, ptr, n);
-    if (r == 0) return n;
+    if (r == 0 || t->stopped == 1) return n;
     if (r == CH_ETOOBIG)
       ch__http_set_error(t, "malformed upstream event stream: a line or event", t->sse.max);
     return 0;
@@ -230,6 +241,10 @@ static void ch__http_finish(ch_agent_http_t *t, CURLcode rc) {
   curl_multi_remove_handle(c->multi, t->easy);
   ch_list_remove(&t->node);
   c->n--;
+  if (t->detached) { /* already reported; an incomplete response closes its connection */
+    ch__http_free(t);
+    return;
+  }
   ch__hactive--;
   if (t->mode == CH__HM_UNKNOWN) ch__http_classify(t); /* no body at all */
   ch_buf_t err = CH_BUF_INIT;
@@ -276,8 +291,22 @@ static void ch__hpoll_close(ch__hpoll_t *hp) {
 
 static void ch__hctx_free(uv_handle_t *h) { free(h->data); }
 
+static void ch__hctx_destroy(ch__hctx_t *c);
+static void ch__hctx_drain_cb(uv_timer_t *tm);
+static void ch__hctx_end_detached(ch__hctx_t *c, int force);
+
+static void ch__hctx_idle_cb(uv_timer_t *t) { ch__hctx_destroy(t->data); }
+
 static void ch__hctx_maybe_destroy(ch__hctx_t *c) {
   if (c->depth > 0 || c->n > 0) return;
+  if (!ch__hclosing) {
+    uv_timer_start(&c->idle, ch__hctx_idle_cb, CH__HTTP_IDLE_MS, 0);
+    return;
+  }
+  ch__hctx_destroy(c);
+}
+
+static void ch__hctx_destroy(ch__hctx_t *c) {
   for (ch__hctx_t **pp = &ch__hctxs; *pp; pp = &(*pp)->next)
     if (*pp == c) {
       *pp = c->next;
@@ -288,7 +317,43 @@ static void ch__hctx_maybe_destroy(ch__hctx_t *c) {
   c->multi = NULL;
   while (!ch_list_empty(&c->polls)) ch__hpoll_close(CH_LIST_DATA(c->polls.next, ch__hpoll_t, node));
   uv_timer_stop(&c->timer);
-  uv_close((uv_handle_t *)&c->timer, ch__hctx_free);
+  uv_close((uv_handle_t *)&c->drain, NULL);
+  uv_close((uv_handle_t *)&c->idle, NULL);
+  uv_close((uv_handle_t *)&c->timer, ch__hctx_free); /* closed after idle: frees */
+}
+
+void ch_agent_http_shutdown(void) {
+  ch__hclosing = 1;
+  ch__hctx_t *c = ch__hctxs, *next;
+  for (; c; c = next) {
+    next = c->next;
+    if (c->depth > 0) continue;
+    c->depth++;
+    ch__hctx_end_detached(c, 1);
+    c->depth--;
+    if (c->n == 0) ch__hctx_destroy(c);
+  }
+}
+
+/* End the detached transfers that outstayed CH__HTTP_DRAIN_MS (all of them: force). */
+static void ch__hctx_end_detached(ch__hctx_t *c, int force) {
+  uint64_t now = uv_now(c->loop), next = 0;
+  for (ch_list_t *it = c->transfers.next; it != &c->transfers;) {
+    ch_agent_http_t *t = CH_LIST_DATA(it, ch_agent_http_t, node);
+    it = it->next;
+    if (!t->detached) continue;
+    if (force || now - t->detached_ms >= CH__HTTP_DRAIN_MS) ch__http_finish(t, CURLE_OK);
+    else if (next == 0 || t->detached_ms + CH__HTTP_DRAIN_MS - now < next) next = t->detached_ms + CH__HTTP_DRAIN_MS - now;
+  }
+  if (next) uv_timer_start(&c->drain, ch__hctx_drain_cb, next, 0);
+}
+
+static void ch__hctx_drain_cb(uv_timer_t *tm) {
+  ch__hctx_t *c = tm->data;
+  c->depth++;
+  ch__hctx_end_detached(c, 0);
+  c->depth--;
+  ch__hctx_maybe_destroy(c);
 }
 
 static void ch__hctx_check(ch__hctx_t *c) {
@@ -301,6 +366,24 @@ static void ch__hctx_check(ch__hctx_t *c) {
     char *priv = NULL;
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
     ch__http_finish((ch_agent_http_t *)(void *)priv, rc);
+  }
+  /* A reply that said it was complete ([DONE], message_stop) and whose HTTP
+   * response has not ended yet is reported now, then left to curl, detached,
+   * for up to CH__HTTP_DRAIN_MS: a response that ends in that time leaves
+   * its connection in curl's cache for the next prompt. */
+  for (ch_list_t *it = c->transfers.next; it != &c->transfers;) {
+    ch_agent_http_t *t = CH_LIST_DATA(it, ch_agent_http_t, node);
+    if (t->stopped != 1 || t->detached) {
+      it = it->next;
+      continue;
+    }
+    t->detached = 1;
+    t->detached_ms = uv_now(c->loop);
+    ch__hactive--;
+    if (!uv_is_active((uv_handle_t *)&c->drain)) uv_timer_start(&c->drain, ch__hctx_drain_cb, CH__HTTP_DRAIN_MS, 0);
+    ch_agent_http_result_t res = {.status = t->status, .content_type = t->content_type, .stopped = 1};
+    t->cbs.on_done(t->ud, &res); /* may start transfers: scan again */
+    it = c->transfers.next;
   }
 }
 
@@ -363,7 +446,10 @@ static int ch__hctx_socket_fn(CURL *e, curl_socket_t s, int what, void *userp, v
 
 static ch__hctx_t *ch__hctx_get(uv_loop_t *loop) {
   for (ch__hctx_t *c = ch__hctxs; c; c = c->next)
-    if (c->loop == loop) return c;
+    if (c->loop == loop) {
+      uv_timer_stop(&c->idle);
+      return c;
+    }
   CURLM *multi = curl_multi_init();
   if (multi == NULL) return NULL;
   ch__hctx_t *c = ch_xcalloc(1, sizeof(*c));
@@ -373,6 +459,11 @@ static ch__hctx_t *ch__hctx_get(uv_loop_t *loop) {
   ch_list_init(&c->polls);
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;
+  uv_timer_init(loop, &c->idle);
+  uv_unref((uv_handle_t *)&c->idle);
+  c->idle.data = c;
+  uv_timer_init(loop, &c->drain);
+  c->drain.data = c;
   curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, ch__hctx_socket_fn);
   curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, c);
   curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, ch__hctx_timer_fn);

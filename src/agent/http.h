@@ -75,5 +75,8 @@ int ch_agent_http_start(uv_loop_t *loop, const ch_agent_http_req_t *req, const c
 void ch_agent_http_cancel(ch_agent_http_t *t);
 /* Transfers in progress on all loops (for tests and stats). */
 size_t ch_agent_http_active(void);
+/* The server stops: tear down idle loop contexts (and curl's cached
+ * connections) now, and every other one as soon as it is idle. */
+void ch_agent_http_shutdown(void);
 
 #endif

@@ -112,7 +112,8 @@ static void ch__hub_run_batch(ch_hub_t *h, ch_list_t *batch, size_t n) {
   atomic_fetch_add_explicit(&h->stat_requests, n, memory_order_relaxed);
   ch__stat_max(&h->stat_batch_max, n);
   ch__hub_flush_publishes(h, ok);
-  ch__hub_run_actions(h, ok);
+  /* Answers first: the after-commit actions (an agent's request upstream) must
+   * not hold up the acks of the batch. */
   while (!ch_list_empty(batch)) {
     ch_list_t *node = batch->next;
     ch_list_remove(node);
@@ -128,6 +129,7 @@ static void ch__hub_run_batch(ch_hub_t *h, ch_list_t *batch, size_t n) {
       ch__hub_req_free(r);
     }
   }
+  ch__hub_run_actions(h, ok);
 }
 
 static void ch__hub_wake_cb(uv_async_t *a) {

@@ -6,7 +6,8 @@
  *                                             │   BEGIN; req->run(hub, req) for each; COMMIT
  *                                             │   then, only after the commit is durable:
  *                                             ├──> broadcasts queued by run() ─> ch_topic_publish
- *                                             └──> ch_loop_post(req->loop, done) ─> req->done(req)
+ *                                             ├──> ch_loop_post(req->loop, done) ─> req->done(req)
+ *                                             └──> after-commit actions (e.g. start an agent)
  *
  * The store is synchronous and used by this thread only; the hub turns it
  * into asynchronous operations for the loops, so no loop ever waits on
@@ -81,7 +82,8 @@ void ch_hub_submit(ch_hub_t *h, ch_hub_req_t *req);
  * Takes ownership of one reference to b. */
 void ch_hub_publish(ch_hub_t *h, const char *topic, ch_bcast_t *b);
 /* Hub thread only (inside run): call fn(h, arg) on the hub thread once the
- * batch is committed — with ok = 0 if the commit failed (then only release arg). */
+ * batch is committed and its answers posted — with ok = 0 if the commit
+ * failed (then only release arg). */
 void ch_hub_after_commit(ch_hub_t *h, void (*fn)(ch_hub_t *h, void *arg, int ok), void *arg);
 void ch_hub_stats(ch_hub_t *h, ch_hub_stats_t *out);
 

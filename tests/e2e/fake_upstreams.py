@@ -135,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._counted_out = False
         with up.lock:
             up.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                "body": body})
+                                "body": body, "peer": self.client_address})
             up.active += 1
             up.max_active = max(up.max_active, up.active)
         try:

@@ -232,6 +232,25 @@ def test_anthropic_stream_and_the_request_it_sends(make_hub, anthropic_up):
                                       {"role": "user", "content": "second question"}]}
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_prompts_reuse_the_upstream_connection(make_hub, openai_up, anthropic_up, kind):
+    """A reply that ended cleanly leaves its connection to the upstream open for the next prompt
+    (no new connect, no new TLS handshake per prompt)."""
+    up = openai_up if kind == "openai" else anthropic_up
+    hub = start_hub(make_hub, (oa if kind == "openai" else an)("bot", "ok,ms=5", up), env=KEYS)
+
+    async def go():
+        a = await Client.connect(hub, "u1:a")
+        await a.join("c1")
+        for i in range(3):
+            await prompt(a, "c1", f"question {i}", "bot")
+            check_complete(await collect(a), f"Reply to: question {i}", "bot")
+
+    run(go())
+    assert up.count() == 3
+    assert len({r["peer"] for r in up.requests}) == 1, [r["peer"] for r in up.requests]
+
+
 def test_history_is_fitted_to_each_api(make_hub, openai_up, anthropic_up):
     hub = start_hub(make_hub, oa("gpt", "ok", openai_up), an("claude", "ok", anthropic_up, ";system=Base"),
                     env=KEYS)

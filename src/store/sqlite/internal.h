@@ -38,6 +38,12 @@ int ch__store_sqlite_migrate(sqlite3 *db, int target, ch_buf_t *err);
  * database file `path`. 0, or -1 when no thread could be started (SQLite's
  * automatic checkpoint stays in place). Stop before closing `writer`. */
 typedef struct ch__sq_ckpt_s ch__sq_ckpt_t;
+
+/* walbuf.c: the name of the VFS that writes each commit's WAL frames in one
+ * call (registered on first use), or NULL when it could not be (then the
+ * default VFS is used). */
+#define CH__SQ_VFS "chorus-walbuf"
+const char *ch__sq_vfs(void);
 int ch__sq_ckpt_start(sqlite3 *writer, const char *path, ch__sq_ckpt_t **out);
 void ch__sq_ckpt_stop(ch__sq_ckpt_t *k);
 

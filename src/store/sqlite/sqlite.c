@@ -17,6 +17,7 @@
  *   journal_size_limit    64 MiB: a WAL that grew (a long reader held back
  *                         checkpoints) is truncated again afterwards
  *   WAL checkpoints       not inside COMMIT: a thread of their own (checkpoint.c)
+ *   VFS "chorus-walbuf"   a commit's WAL frames in one write call (walbuf.c)
  *
  * Writes. Every write runs in a transaction: the caller's (begin ... commit,
  * the hub's batch) or, outside one, a BEGIN IMMEDIATE ... COMMIT of its own.
@@ -1477,7 +1478,7 @@ int ch_store_sqlite_open(const char *path, ch_store_t **out, ch_buf_t *err) {
   ch_map_init(&s->convs);
   s->data_version = -1;
   rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                       NULL);
+                       ch__sq_vfs());
   if (rc != SQLITE_OK) {
     if (!s->db) {
       if (err) ch_buf_printf(err, "store: cannot open %s: out of memory", path);

@@ -149,12 +149,11 @@ start_server() {
   dir=$(mktemp -d "$OUT/$name.XXXX")
   case $name in
     chorus) cmd=("$CHORUS" serve --listen "127.0.0.1:$port" --test-endpoints --threads 1) ;;
-    chorus-conv) # a fresh data dir per run, outside the repo, removed by stop_server. Pings are
-      # spaced out: 10,000 clients joining one room at once cause ~10^8 presence frames, during
-      # which the default 60 s pong timeout drops (silently) clients that are only busy.
+    chorus-conv) # a fresh data dir per run, outside the repo, removed by stop_server; default
+      # pings and presence limits (a 10,000-client join storm no longer needs them spaced out)
       SRV_DATA=$(mktemp -d "${TMPDIR:-/tmp}/chorus-bench.XXXXXX")
       cmd=("$CHORUS" serve --listen "127.0.0.1:$port" --test-endpoints --insecure-dev --threads 1
-           --data-dir "$SRV_DATA" --ping-interval 300s --pong-timeout 600s) ;;
+           --data-dir "$SRV_DATA") ;;
     uws)    cmd=(node "$PEERS/uws-server.js" "$port") ;;
     ws)     cmd=(node "$PEERS/ws-server.js" "$port") ;;
     python) cmd=("$PY" "$PEERS/py_server.py" "$port") ;;
@@ -170,7 +169,7 @@ start_server() {
       # AGENT_DATA_ROOT puts the data dir elsewhere (tmpfs, to take fsync out).
       SRV_DATA=$(mktemp -d "${AGENT_DATA_ROOT:-${TMPDIR:-/tmp}}/chorus-bench.XXXXXX")
       cmd=("$CHORUS" serve --listen "127.0.0.1:$port" --test-endpoints --insecure-dev --threads 1
-           --data-dir "$SRV_DATA" --ping-interval 300s --pong-timeout 600s
+           --data-dir "$SRV_DATA"
            --agent "bench=openai:bench-model;base-url=http://127.0.0.1:$AGENT_UP_PORT/v1;key-env=CHORUS_BENCH_NO_KEY") ;;
     *) return 1 ;;
   esac
@@ -759,9 +758,8 @@ if conv_rows:
     md.append("## Conversation sync (chorus only)")
     md.append("")
     md.append("chorus's own protocol on `/ws` (docs/PROTOCOL.md), which no peer speaks: `chorus-loadgen send | convfan | resume` "
-              "(bench/lg_conv.c), each run against a freshly started chorus (`--threads 1 --insecure-dev`, pinned like above; "
-              "`--ping-interval 300s --pong-timeout 600s`, because during the ~10^8 presence frames of 10,000 clients joining one "
-              "room the default 60 s pong timeout drops clients that are only busy) with a fresh data directory. An ack means the message is durable: SQLite in WAL mode with "
+              "(bench/lg_conv.c), each run against a freshly started chorus (`--threads 1 --insecure-dev`, pinned like above, "
+              "default settings otherwise) with a fresh data directory. An ack means the message is durable: SQLite in WAL mode with "
               "`synchronous=FULL`, one fsync per group-committed batch; the data directories were on %s. "
               "Every connection is its own device (`?token=bench:d<i>`) of one user. Message content is %s bytes "
               "(the broadcast frame around it is ~330 bytes); every ack, broadcast and synced event is checked "

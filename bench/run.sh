@@ -10,6 +10,9 @@
 #                                       prints the report, writes no docs
 #   bench/run.sh BUILD_DIR --agent      only chorus's agent relay section at full size (~2 min);
 #                                       prints the report, writes no docs
+#   bench/run.sh BUILD_DIR --report-from=bench/out/<stamp>-full
+#                                       write docs/BENCHMARKS.md again from a full run's raw
+#                                       results (measures nothing)
 #   bench/run.sh BUILD_DIR --selftest   only the generator's self-test against
 #                                       bench/peers/torture-server.js (hostile server, faults)
 #   env BENCH_SERVERS="chorus ws"       restrict the full run to some servers
@@ -45,6 +48,7 @@ for a in "$@"; do
     --selftest) MODE=selftest ;;
     --conv) MODE=conv ;;
     --agent) MODE=agent ;;
+    --report-from=*) MODE=report; REPORT_FROM=${a#--report-from=} ;;
     *) echo "run.sh: unknown option $a" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -57,11 +61,15 @@ PEERS=$ROOT/bench/peers
 PY=/usr/bin/python3; [[ -x $PY ]] || PY=$(command -v python3)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$ROOT/bench/out/$STAMP-$MODE
+if [[ $MODE == report ]]; then
+  OUT=$(cd "$REPORT_FROM" 2>/dev/null && pwd) && [[ -f $OUT/results.tsv ]] ||
+    { echo "run.sh: no raw results in '$REPORT_FROM'" >&2; exit 2; }
+fi
 mkdir -p "$OUT"
 RESULTS=$OUT/results.tsv     # scenario \t server \t rc \t json
 COMMANDS=$OUT/commands.txt
 NOTES=$OUT/notes.txt
-: >"$RESULTS"; : >"$COMMANDS"; : >"$NOTES"
+[[ $MODE == report ]] || { : >"$RESULTS"; : >"$COMMANDS"; : >"$NOTES"; }
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 note() { log "$*"; printf '%s\n' "$*" >>"$NOTES"; }
@@ -111,6 +119,7 @@ if ((NOFILE < IDLE_CONNS + 200)); then
   note "descriptor limit is $NOFILE: idle scenario reduced to $IDLE_CONNS connections"
 fi
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+if [[ $MODE == report ]]; then LOAD0=$(cat "$OUT/load0" 2>/dev/null || echo unknown); else echo "$LOAD0" >"$OUT/load0"; fi
 CONV_FS="$(df -T "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR==2 {print $2 " (" $1 ")"}')"; CONV_FS=${CONV_FS:-unknown}
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -894,7 +903,7 @@ if agent_rows:
             m = ("p99 **%s** (p50 %s, p999 %s) over %s prompts; request leg p50/p99 %s / %s (of which before the upstream connection "
                  "%s / %s; the client's ack %s / %s), chunk leg %s / %s; direct path p99 %s (p50 %s); %s") % (
                 us(j["added_p99_us"]), us(j["added_p50_us"]), us(j["added_p999_us"]), fmt_n(j["samples"]),
-                us(j["req_leg_p50_us"]), us(j["req_leg_p99_us"]), us(j["pre_connect_p50_us"]), us(j["pre_connect_p99_us"]),
+                us(j["req_leg_p50_us"]), us(j["req_leg_p99_us"]), us(j["pre_connect_p50_us"]) if "pre_connect_p50_us" in j else "—", us(j["pre_connect_p99_us"]) if "pre_connect_p99_us" in j else "— (connection kept)",
                 us(j["ack_p50_us"]), us(j["ack_p99_us"]), us(j["chunk_leg_p50_us"]), us(j["chunk_leg_p99_us"]),
                 us(j["direct_added_p99_us"]), us(j["direct_added_p50_us"]), acpu(j))
             lines.append(["T1: time to first chunk added by chorus, loopback (durable prompt, data dir on %s)" % conv_fs.split(" ")[0],
@@ -1059,9 +1068,14 @@ case $MODE in
     if [[ " ${BENCH_SERVERS:-chorus} " == *" chorus "* ]] && peer_available chorus; then bench_conv; bench_agent; fi
     DOC=${BENCH_DOC:-$ROOT/docs/BENCHMARKS.md}
     mkdir -p "$(dirname "$DOC")"
-    write_report full "$DOC"
+    write_report full "$DOC" || { log "the report could not be written (raw results in ${OUT#$ROOT/})"; exit 1; }
     log "wrote ${DOC#$ROOT/} (raw results in ${OUT#$ROOT/})"
     ((SELFTEST_FAILS == 0)) || { log "self-test: $SELFTEST_FAILS check(s) failed"; exit 1; }
+    ;;
+  report)
+    DOC=${BENCH_DOC:-$ROOT/docs/BENCHMARKS.md}
+    write_report full "$DOC" || { echo "run.sh: the report could not be written" >&2; exit 1; }
+    echo "wrote ${DOC#$ROOT/} from ${OUT#$ROOT/}"
     ;;
 esac
 exit 0

@@ -14,7 +14,7 @@
  * upstream. When the idle timer fires, or at once after
  * ch_agent_http_shutdown, it is torn down: curl_multi_cleanup (closes the
  * cached connections; their poll handles are closed too), then the timers are
- * closed and the context freed in the last close callback. Poll handles are freed in their own
+ * closed and the context freed in the last of their close callbacks. Poll handles are freed in their own
  * close callbacks and never touch the context there. A back end may start a
  * new transfer from on_done (the core starts queued streams when one ends):
  * the context is still alive then because depth > 0.
@@ -83,13 +83,14 @@ typedef struct {
 struct ch__hctx_s {
   uv_loop_t *loop;                 /* not owned */
   CURLM *multi;                    /* owned */
-  uv_timer_t timer;                /* curl's timeout; its close frees the context */
+  uv_timer_t timer;                /* curl's timeout */
   uv_timer_t idle;                 /* no transfers for CH__HTTP_IDLE_MS: tear down (unreferenced) */
   uv_timer_t drain;                /* ends detached transfers that outstay CH__HTTP_DRAIN_MS */
   ch_list_t transfers;             /* ch_agent_http_t in progress */
   size_t n;                        /* their count */
   ch_list_t polls;                 /* ch__hpoll_t, open */
   int depth;                       /* our callbacks on the stack: no teardown while > 0 */
+  int closing;                     /* timers still closing; the last one frees the context */
   ch__hctx_t *next;                /* in ch__hctxs */
 };
 
@@ -289,7 +290,12 @@ static void ch__hpoll_close(ch__hpoll_t *hp) {
   uv_close((uv_handle_t *)&hp->p, ch__hpoll_free);
 }
 
-static void ch__hctx_free(uv_handle_t *h) { free(h->data); }
+/* The context's three timers close in an order libuv does not promise: the
+ * last close callback frees it. */
+static void ch__hctx_closed(uv_handle_t *h) {
+  ch__hctx_t *c = h->data;
+  if (--c->closing == 0) free(c);
+}
 
 static void ch__hctx_destroy(ch__hctx_t *c);
 static void ch__hctx_drain_cb(uv_timer_t *tm);
@@ -317,9 +323,10 @@ static void ch__hctx_destroy(ch__hctx_t *c) {
   c->multi = NULL;
   while (!ch_list_empty(&c->polls)) ch__hpoll_close(CH_LIST_DATA(c->polls.next, ch__hpoll_t, node));
   uv_timer_stop(&c->timer);
-  uv_close((uv_handle_t *)&c->drain, NULL);
-  uv_close((uv_handle_t *)&c->idle, NULL);
-  uv_close((uv_handle_t *)&c->timer, ch__hctx_free); /* closed after idle: frees */
+  c->closing = 3;
+  uv_close((uv_handle_t *)&c->drain, ch__hctx_closed);
+  uv_close((uv_handle_t *)&c->idle, ch__hctx_closed);
+  uv_close((uv_handle_t *)&c->timer, ch__hctx_closed);
 }
 
 void ch_agent_http_shutdown(void) {

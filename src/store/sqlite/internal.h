@@ -44,6 +44,9 @@ typedef struct ch__sq_ckpt_s ch__sq_ckpt_t;
  * default VFS is used). */
 #define CH__SQ_VFS "chorus-walbuf"
 const char *ch__sq_vfs(void);
+/* Tests only: WAL files opened straight through the VFS (not by a pager) have
+ * no database file to pair with. */
+void ch__sq_vfs_unpaired(int on);
 int ch__sq_ckpt_start(sqlite3 *writer, const char *path, ch__sq_ckpt_t **out);
 void ch__sq_ckpt_stop(ch__sq_ckpt_t *k);
 

@@ -177,6 +177,9 @@
     "INSERT INTO events_fts (rowid, content) SELECT rid, content FROM events"                  \
     " WHERE rid > (SELECT value FROM meta WHERE key = 'fts_rid')"                              \
     " AND content IS NOT NULL AND deleted = 0")                                                \
+  X(FTS_PENDING,                                                                               \
+    "SELECT (SELECT coalesce(max(rid), 0) FROM events)"                                        \
+    " > (SELECT value FROM meta WHERE key = 'fts_rid')")                                       \
   X(FTS_MARK,                                                                                  \
     "UPDATE meta SET value = max(value, (SELECT coalesce(max(rid), 0) FROM events))"           \
     " WHERE key = 'fts_rid'")                                                                  \
@@ -408,6 +411,13 @@ static int ch__sq_op_end(ch__sq_t *s, int rc, ch_buf_t *err);
  * (in the caller's transaction, else in one of its own). */
 static int ch__sq_fts_catch_up(ch__sq_t *s) {
   int ret;
+  if (!s->fts_dirty) { /* maybe another connection's events: a read tells, and costs no write */
+    sqlite3_stmt *st = s->st[CH__SQ_FTS_PENDING];
+    int rc = sqlite3_step(st), pending = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) return ch__sq_fail(s, rc, "reading the search index mark", NULL);
+    if (!pending) return 0;
+  }
   if (s->in_tx) return ch__sq_fts_sync(s, NULL);
   if ((ret = ch__sq_op_begin(s, NULL)) != 0) return ret;
   return ch__sq_op_end(s, ch__sq_fts_sync(s, NULL), NULL);
@@ -1372,6 +1382,7 @@ static void ch__sq_close(ch_store_t *store) {
   if (!s) return;
   ch__sq_ckpt_stop(s->ckpt);
   if (s->db && !sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  s->in_tx = 0; /* what the caller left open is gone: the catch-up below has a transaction of its own */
   if (s->db && s->fts_dirty && s->st[CH__SQ_FTS_MARK]) ch__sq_fts_catch_up(s);
   for (size_t i = 0; i < CH__SQ_NSTMTS; i++) sqlite3_finalize(s->st[i]);
   for (size_t i = 0; i < CH_ARRAY_SIZE(s->list); i++) sqlite3_finalize(s->list[i]);

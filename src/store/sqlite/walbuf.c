@@ -17,12 +17,17 @@
  *                                                     (or write through when n is that big)
  *   xSync / xTruncate / xFileSize / xClose         ── flush first, then the real call
  *   xRead overlapping the run                      ── flush first
+ *   the database's WAL write lock released         ── flush first (xShmLock on the db file)
  *
  * Durability is unchanged: with synchronous=FULL SQLite syncs the WAL before
  * it publishes a commit in the WAL index, and the sync flushes the run first,
  * so no reader (in this process or another) and no acknowledgement ever
  * depends on bytes still in the buffer. A failed flush is reported by the
  * call that caused it (the sync: the commit fails and is not acknowledged).
+ * Frames of a transaction that spilled pages and then rolled back are never
+ * synced: they are flushed while this connection still holds the WAL write
+ * lock, exactly where the default VFS would have written them, so they can
+ * never land on frames another writer commits after it.
  * Everything else, database files and the shared-memory index included,
  * goes straight to the real VFS.
  *
@@ -46,12 +51,14 @@ typedef struct {
   sqlite3_file base;      /* first: SQLite's handle; pMethods = ch__wb_io (or NULL) */
   sqlite3_file *real;     /* the real VFS's handle, in the same allocation (after this struct) */
   int wal;                /* a WAL file: writes are coalesced */
+  void *peer;             /* WAL file: its database file's handle; database file: its WAL's (or NULL) */
   char *run;              /* owned: pending bytes, or NULL */
   size_t len;             /* pending bytes in run */
   sqlite3_int64 off;      /* file offset of run[0] */
 } ch__wb_file_t;
 
 static sqlite3_vfs ch__wb_vfs;
+static int ch__wb_unpaired; /* tests: WAL files opened by name, not by a pager */
 static sqlite3_vfs *ch__wb_real;
 static sqlite3_io_methods ch__wb_io;
 
@@ -110,6 +117,7 @@ static int ch__wb_file_size(sqlite3_file *pf, sqlite3_int64 *size) {
 
 static int ch__wb_close(sqlite3_file *pf) {
   ch__wb_file_t *f = (ch__wb_file_t *)pf;
+  if (f->peer) ((ch__wb_file_t *)f->peer)->peer = NULL;
   int rc = ch__wb_flush(f);
   int rc2 = f->real->pMethods->xClose(f->real);
   sqlite3_free(f->run);
@@ -135,7 +143,12 @@ static int ch__wb_shm_map(sqlite3_file *pf, int pg, int sz, int extend, void vol
   return CH__WB_REAL(pf)->pMethods->xShmMap(CH__WB_REAL(pf), pg, sz, extend, pp);
 }
 static int ch__wb_shm_lock(sqlite3_file *pf, int off, int n, int flags) {
-  return CH__WB_REAL(pf)->pMethods->xShmLock(CH__WB_REAL(pf), off, n, flags);
+  ch__wb_file_t *f = (ch__wb_file_t *)pf, *wal = f->wal ? NULL : f->peer;
+  if (wal && (flags & SQLITE_SHM_UNLOCK) && off == 0 && n > 0) { /* slot 0: the WAL write lock */
+    int rc = ch__wb_flush(wal);
+    if (rc != SQLITE_OK) return rc;
+  }
+  return f->real->pMethods->xShmLock(f->real, off, n, flags);
 }
 static void ch__wb_shm_barrier(sqlite3_file *pf) { CH__WB_REAL(pf)->pMethods->xShmBarrier(CH__WB_REAL(pf)); }
 static int ch__wb_shm_unmap(sqlite3_file *pf, int del) {
@@ -164,6 +177,13 @@ static int ch__wb_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *pf, int
   }
   f->wal = (flags & SQLITE_OPEN_WAL) != 0;
   f->base.pMethods = &ch__wb_io;
+  if (f->wal && !ch__wb_unpaired) {
+    sqlite3_file *db = sqlite3_database_file_object(name); /* name came from the pager */
+    if (db && db->pMethods == &ch__wb_io) {
+      f->peer = db;
+      ((ch__wb_file_t *)db)->peer = f;
+    }
+  }
   return SQLITE_OK;
 }
 
@@ -263,6 +283,8 @@ static void ch__wb_register(void) {
   };
   ch__wb_ok = sqlite3_vfs_register(&ch__wb_vfs, 0) == SQLITE_OK;
 }
+
+void ch__sq_vfs_unpaired(int on) { ch__wb_unpaired = on; }
 
 const char *ch__sq_vfs(void) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;

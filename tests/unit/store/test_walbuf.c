@@ -140,10 +140,73 @@ static void test_other_files_write_through(void **state) {
   names_dispose(&nm);
 }
 
+static void exec_ok(sqlite3 *db, const char *sql) {
+  char *err = NULL;
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+  if (rc != SQLITE_OK) fprintf(stderr, "%s: %s\n", sql, err ? err : "?");
+  sqlite3_free(err);
+  assert_int_equal(rc, SQLITE_OK);
+}
+
+static int count_of(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  int n = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return n;
+}
+
+/* A transaction that spilled pages into the WAL and rolled back leaves frames
+ * past the WAL's end; they must reach the file before the write lock goes, or
+ * they would land later on frames another connection has committed there. */
+static void test_rolled_back_frames_never_overwrite_a_later_commit(void **state) {
+  (void)state;
+  ch__sq_vfs_unpaired(0);
+  char dir[] = "/tmp/chorus-walbuf-XXXXXX", path[64];
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/db", dir);
+  sqlite3 *a, *b;
+  int fl = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  assert_int_equal(sqlite3_open_v2(path, &a, fl, ch__sq_vfs()), SQLITE_OK);
+  exec_ok(a, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=5;"
+             "CREATE TABLE t(x); INSERT INTO t VALUES ('first')");
+  /* a: a big transaction spills ~50 frames into the WAL, then rolls back */
+  exec_ok(a, "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50)"
+             " INSERT INTO t SELECT randomblob(3000) FROM n; ROLLBACK");
+  /* b (another connection, the default VFS) commits where those frames were */
+  assert_int_equal(sqlite3_open_v2(path, &b, fl, NULL), SQLITE_OK);
+  exec_ok(b, "PRAGMA synchronous=FULL");
+  exec_ok(b, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 45)"
+             " INSERT INTO t SELECT printf('committed %03000d', i) FROM n"); /* ~45 frames, one commit */
+  /* a closes: nothing of its rolled-back transaction may reach the file now */
+  assert_int_equal(sqlite3_close(a), SQLITE_OK);
+  exec_ok(b, "PRAGMA wal_checkpoint(TRUNCATE)"); /* b's newest frames, from the file, into the database */
+  assert_int_equal(sqlite3_close(b), SQLITE_OK);
+  assert_int_equal(sqlite3_open_v2(path, &b, fl, NULL), SQLITE_OK);
+  assert_int_equal(count_of(b, "SELECT count(*) FROM t WHERE x = printf('committed %03000d', rowid - 1)"), 45);
+  assert_int_equal(count_of(b, "SELECT count(*) FROM t"), 46);
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(b, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+  sqlite3_finalize(st);
+  assert_int_equal(sqlite3_close(b), SQLITE_OK);
+  char p2[80];
+  snprintf(p2, sizeof(p2), "%s-wal", path);
+  unlink(p2);
+  snprintf(p2, sizeof(p2), "%s-shm", path);
+  unlink(p2);
+  unlink(path);
+  rmdir(dir);
+}
+
 int main(void) {
+  ch__sq_vfs_unpaired(1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_random_operations_match_a_plain_file),
       cmocka_unit_test(test_other_files_write_through),
+      cmocka_unit_test(test_rolled_back_frames_never_overwrite_a_later_commit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -156,6 +156,18 @@ static void ch__join_free(ch_hub_req_t *r) {
   free(j);
 }
 
+/* Publish b (a presence document; disposed here) to conv's room, but not to
+ * connection `exclude`. The broadcast type is "presence" for both documents:
+ * SSE names the event so, and profile relay keeps presence out. */
+static void ch__publish_presence_doc(ch_hub_t *h, const char *conv, ch_buf_t *b, uint64_t exclude) {
+  ch_bcast_t *bc = ch_bcast_new("presence", "chat", conv, 0, ch_buf_to_chunk(b));
+  bc->exclude_client = exclude;
+  ch_buf_dispose(b);
+  char topic[140];
+  snprintf(topic, sizeof(topic), "c:%s", conv);
+  ch_hub_publish(h, topic, bc);
+}
+
 static void ch__publish_presence(ch_hub_t *h, const char *conv, const ch_presence_entry_t *e, int connected,
                                  uint64_t exclude) {
   ch_buf_t b = CH_BUF_INIT;
@@ -170,12 +182,7 @@ static void ch__publish_presence(ch_hub_t *h, const char *conv, const ch_presenc
   ch_buf_append_str(&b, ",\"source\":");
   ch_buf_append_json_qstr(&b, e->source);
   ch_buf_printf(&b, ",\"connected\":%s,\"timestamp\":\"%s\"}", connected ? "true" : "false", ts);
-  ch_bcast_t *bc = ch_bcast_new("presence", "chat", conv, 0, ch_buf_to_chunk(&b));
-  bc->exclude_client = exclude;
-  ch_buf_dispose(&b);
-  char topic[140];
-  snprintf(topic, sizeof(topic), "c:%s", conv);
-  ch_hub_publish(h, topic, bc);
+  ch__publish_presence_doc(h, conv, &b, exclude);
 }
 
 /* Big rooms (client.h): a join or leave is announced while the room, counting
@@ -196,13 +203,7 @@ static void ch__publish_presence_count(ch_hub_t *h, const char *conv, size_t cou
   ch_buf_append_json_qstr(&b, conv);
   ch_buf_printf(&b, ",\"presenceCount\":%zu,\"presenceTruncated\":%s,\"timestamp\":\"%s\"}", count,
                 truncated ? "true" : "false", ts);
-  /* bcast type "presence": SSE names it so, and relay keeps presence out. */
-  ch_bcast_t *bc = ch_bcast_new("presence", "chat", conv, 0, ch_buf_to_chunk(&b));
-  bc->exclude_client = exclude;
-  ch_buf_dispose(&b);
-  char topic[140];
-  snprintf(topic, sizeof(topic), "c:%s", conv);
-  ch_hub_publish(h, topic, bc);
+  ch__publish_presence_doc(h, conv, &b, exclude);
 }
 
 /* The sync's "presence" member: the whole list while the room is within the

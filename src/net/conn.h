@@ -85,7 +85,7 @@ typedef struct ch_conn_proto_s {
 } ch_conn_proto_t;
 
 #define CH_OUTQ_INLINE 4     /* queue slots inside the connection (power of two) */
-#define CH_OUTQ_URGENT_MAX 8 /* unsent urgent items before COALESCE items replace each other */
+#define CH_OUTQ_URGENT_MAX 64 /* unsent urgent items before COALESCE items replace each other */
 
 /* ch_conn_send_flags() flags, kept on the queue item. */
 enum {

@@ -287,21 +287,28 @@ static void test_pongs_coalesce_behind_a_backlog(void **state) {
     pong(c, name);
   }
   assert_int_equal(c->qcount, CH_OUTQ_URGENT_MAX + 1);
-  /* The 9th pong replaces the 8th (RFC 6455 5.5.3: answer the latest ping). */
+  /* One pong more replaces the last (RFC 6455 5.5.3: answer the latest ping). */
+  char head[CH_OUTQ_URGENT_MAX * 8] = "", want[sizeof(head) + 64];
+  for (int i = 0; i < CH_OUTQ_URGENT_MAX - 1; i++)
+    snprintf(head + strlen(head), sizeof(head) - strlen(head), "p%d ", i);
   pong(c, "pX");
   assert_int_equal(c->qcount, CH_OUTQ_URGENT_MAX + 1);
-  assert_string_equal(order(c), "p0 p1 p2 p3 p4 p5 p6 pX data");
+  snprintf(want, sizeof(want), "%spX data", head);
+  assert_string_equal(order(c), want);
   assert_int_equal(c->qbytes, unwritten(c));
   /* A ping is never replaced, nor replaces. */
   urgent(c, "PING");
   pong(c, "pY");
-  assert_string_equal(order(c), "p0 p1 p2 p3 p4 p5 p6 pX PING pY data");
+  snprintf(want, sizeof(want), "%spX PING pY data", head);
+  assert_string_equal(order(c), want);
   pong(c, "pZ");
-  assert_string_equal(order(c), "p0 p1 p2 p3 p4 p5 p6 pX PING pZ data");
+  snprintf(want, sizeof(want), "%spX PING pZ data", head);
+  assert_string_equal(order(c), want);
   /* Once the earlier ones are on their way, pongs queue again. */
   ch__outq_started(c, 9);
   pong(c, "q");
-  assert_string_equal(order(c), "p0 p1 p2 p3 p4 p5 p6 pX PING pZ q data");
+  snprintf(want, sizeof(want), "%spX PING pZ q data", head);
+  assert_string_equal(order(c), want);
   conn_free(c);
 }
 

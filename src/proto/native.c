@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "hub/client.h"
 #include "hub/userchan.h"
+#include "proto/agentrun.h"
 #include "proto/proto.h"
 #include "ws/session.h"
 
@@ -37,6 +38,7 @@ typedef struct {
   uint64_t opened_ms;
   int auth_pending; /* an in-band auth is being checked */
   int gone;         /* the connection closed; free when the pending auth returns */
+  ch_identity_t who; /* the credential (for the agent rate limit: per API key, else per user) */
 } ch__native_t;
 
 /* ---- rendering ------------------------------------------------------------ */
@@ -75,6 +77,7 @@ static void ch__native_set_identity(ch__native_t *n, const ch_identity_t *id) {
   snprintf(n->cl.device_id, sizeof(n->cl.device_id), "%s", id->device_id[0] ? id->device_id : n->cl.source);
   n->cl.scopes = id->scopes;
   n->cl.authed = 1;
+  n->who = *id;
 }
 
 /* ---- requests ------------------------------------------------------------- */
@@ -236,7 +239,15 @@ static void ch__native_handle(ch__native_t *n, cJSON *m) {
       ch_client_error(cl, rid, "invalid", "\"message\" must be an object");
       return;
     }
-    ch_client_send_message(cl, conv, cJSON_DetachItemViaPointer(m, msg), rid, ch__str(m, "agent"));
+    const char *agent = ch__str(m, "agent");
+    int64_t retry = 0;
+    if (agent && ch_agent_find(agent) && ch__proto_rate_take(&n->who, &retry) != 0) {
+      char why[96];
+      ch__proto_rate_message(why, sizeof(why), retry);
+      ch_client_error(cl, rid, "rate_limited", why);
+      return;
+    }
+    ch_client_send_message(cl, conv, cJSON_DetachItemViaPointer(m, msg), rid, agent);
   } else if (strcmp(type, "cancel") == 0) {
     const char *sid = ch__str(m, "streamId");
     if (sid == NULL) {

@@ -657,6 +657,31 @@ def test_a_full_queue_answers_the_next_prompt_at_once_with_agent_busy(make_hub):
     run(go())
 
 
+def test_native_sends_that_name_an_agent_are_rate_limited(make_hub):
+    hub = make_hub("--insecure-dev", "--agent", "bot=echo;interval=0", "--rate-limit", "1", "--rate-burst", "1",
+                   env=NOPROXY)
+
+    async def go():
+        c = await Client.connect(hub, "u1:a")
+        await c.join("rl")
+        await prompt(c, "rl", "first", "bot")  # takes the one token
+        check_complete(await collect(c), "first", "bot")
+        rid = c.next_id("p")
+        req = c.message_request("rl", "second", rid=rid)
+        req["agent"] = "bot"
+        await c.send(req)
+        err = await c.expect_one_of(("ack", "error"), pred=lambda f: f.get("id") == rid)
+        assert err["type"] == "error" and err["code"] == "rate_limited", err
+        assert "try again in" in err["error"], err
+        # Refused before anything was stored: a plain message still goes through, with the next seq.
+        ack = await prompt(c, "rl", "no agent", None)
+        assert ack["seq"] == 3, ack  # 1: "first", 2: the echo reply, 3: this one
+        m = hub.metrics()
+        assert m["chorus_agent_rate_limited_total"] == 1, m
+
+    run(go())
+
+
 # ---------------------------------------------------------------------------
 # exec agents
 

@@ -253,6 +253,11 @@ void lg_engine_flush(lg_engine_t *eng);
 long lg_proc_rss_kb(long pid);
 /* utime + stime of pid (all threads), in clock ticks; 0 when unreadable. */
 uint64_t lg_proc_cpu_ticks(long pid);
+/* A run's error bookkeeping, shared by every mode: keep the first error's
+ * text in first (n bytes) while it is empty; and, when the run fails, keep
+ * the first reason in fatal (n bytes), with the first error if there was one. */
+void lg_keep_first_error(char *first, size_t n, const char *why);
+void lg_keep_fatal(char *fatal, size_t n, const char *why, const char *first_error);
 /* Decimal unsigned in [lo, hi]; 0 or CH_EINVAL. */
 int lg_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out);
 /* Decimal seconds in [lo, hi]; 0 or CH_EINVAL. */

@@ -243,7 +243,7 @@ static ag_run_t A;
 
 static void ag_note_error(const char *why) {
   A.errors++;
-  if (A.first_error[0] == '\0') snprintf(A.first_error, sizeof(A.first_error), "%s", why);
+  lg_keep_first_error(A.first_error, sizeof(A.first_error), why);
 }
 
 static void ag_corrupt(const char *why) {
@@ -251,11 +251,7 @@ static void ag_corrupt(const char *why) {
   ag_note_error(why);
 }
 
-static void ag_set_fatal(const char *why) {
-  if (A.fatal[0] != '\0') return;
-  if (A.first_error[0]) snprintf(A.fatal, sizeof(A.fatal), "%.180s (first error: %.200s)", why, A.first_error);
-  else snprintf(A.fatal, sizeof(A.fatal), "%.380s", why);
-}
+static void ag_set_fatal(const char *why) { lg_keep_fatal(A.fatal, sizeof(A.fatal), why, A.first_error); }
 
 static double ag_tv(const struct timeval *tv) { return (double)tv->tv_sec + tv->tv_usec / 1e6; }
 

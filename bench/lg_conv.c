@@ -183,14 +183,10 @@ static cv_run_t V;
 
 static void cv_note_error(const char *why) {
   V.errors++;
-  if (V.first_error[0] == '\0') snprintf(V.first_error, sizeof(V.first_error), "%s", why);
+  lg_keep_first_error(V.first_error, sizeof(V.first_error), why);
 }
 
-static void cv_set_fatal(const char *why) {
-  if (V.fatal[0] != '\0') return;
-  if (V.first_error[0]) snprintf(V.fatal, sizeof(V.fatal), "%s (first error: %s)", why, V.first_error);
-  else snprintf(V.fatal, sizeof(V.fatal), "%s", why);
-}
+static void cv_set_fatal(const char *why) { lg_keep_fatal(V.fatal, sizeof(V.fatal), why, V.first_error); }
 
 static void cv_corrupt(const char *why) {
   V.corrupt++;

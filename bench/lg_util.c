@@ -224,6 +224,16 @@ uint64_t lg_proc_cpu_ticks(long pid) {
   return (uint64_t)ut + st;
 }
 
+void lg_keep_first_error(char *first, size_t n, const char *why) {
+  if (first[0] == '\0') snprintf(first, n, "%s", why);
+}
+
+void lg_keep_fatal(char *fatal, size_t n, const char *why, const char *first_error) {
+  if (fatal[0] != '\0') return;
+  if (first_error[0]) snprintf(fatal, n, "%s (first error: %s)", why, first_error);
+  else snprintf(fatal, n, "%s", why);
+}
+
 int lg_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out) {
   char *end = NULL;
   errno = 0;

@@ -122,15 +122,11 @@ static lg_run_t R;
 
 static void lg_note_error(const char *why) {
   R.errors++;
-  if (R.first_error[0] == '\0') snprintf(R.first_error, sizeof(R.first_error), "%s", why);
+  lg_keep_first_error(R.first_error, sizeof(R.first_error), why);
 }
 
 /* The run failed: keep the first reason, with the first error seen if any. */
-static void lg_set_fatal(const char *why) {
-  if (R.fatal[0] != '\0') return;
-  if (R.first_error[0]) snprintf(R.fatal, sizeof(R.fatal), "%s (first error: %s)", why, R.first_error);
-  else snprintf(R.fatal, sizeof(R.fatal), "%s", why);
-}
+static void lg_set_fatal(const char *why) { lg_keep_fatal(R.fatal, sizeof(R.fatal), why, R.first_error); }
 
 static double lg_tv(const struct timeval *tv) { return (double)tv->tv_sec + tv->tv_usec / 1e6; }
 
